@@ -1,0 +1,1 @@
+"""Built-in parts, registered through the plugin hooks like any external plugin."""

@@ -1,0 +1,123 @@
+"""Hook specifications of the ``vlbeit_keras`` plugin system (pluggy).
+
+Every hook receives one keyword argument, ``register``: a callable the plugin
+calls once per part it contributes (the style of ``simonw/llm``'s
+``register_models(register)``). Hooks are called once per process, lazily, the
+first time a registry of that kind is read (see :mod:`vlbeit_keras.plugins`).
+Built-in parts are registered through these same hooks by default plugins.
+
+A plugin is any module with functions decorated by :data:`hookimpl`::
+
+    from vlbeit_keras import hookimpl
+
+    @hookimpl
+    def register_experts(register):
+        register("swiglu", SwiGLUExpert)
+
+and is made visible to ``vlbeit_keras`` by an entry point in its
+``pyproject.toml``::
+
+    [project.entry-points.vlbeit_keras]
+    my_plugin = "my_package.plugin_module"
+
+The entry-point name is the plugin name used in listings and error messages.
+"""
+
+import pluggy
+
+PROJECT_NAME = "vlbeit_keras"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_experts(register):
+    """Register feed-forward expert kinds for the MoME expert pool.
+
+    Called: the first time the ``experts`` registry is read, e.g. when a
+    ``VLBEiTBackbone`` is built (also from a saved config) with
+    ``expert_type=<name>``.
+
+    ``register(name, expert_cls)``:
+        name: str, the value users put in ``VLBEiTBackbone(expert_type=name)``.
+        expert_cls: a ``keras.layers.Layer`` subclass. It is constructed as
+            ``expert_cls(hidden_dim=int, intermediate_dim=int,
+            layer_norm_epsilon=float, kernel_initializer=..., output_kernel_initializer=...,
+            dtype=policy, name=str)`` and called as ``expert(x, training=bool)``
+            with ``x`` of shape (batch, seq, hidden_dim) in the compute dtype; it
+            returns the same shape. The expert owns its pre-FFN norm (VLMo's
+            ``norm2_<modality>``); the block adds the shared layerscale and the
+            residual. It must implement ``get_config``.
+    """
+
+
+@hookspec
+def register_objectives(register):
+    """Register pretraining objectives a pretrainer can combine.
+
+    Called: the first time the ``objectives`` registry is read (pretraining
+    recipes, ``VLBEiTPretrainer`` construction and deserialization).
+
+    ``register(name, objective_cls)``:
+        name: str, used in recipe configs (``objectives=("mlm", "mim", "mvlm")``).
+        objective_cls: the objective class; its contract is documented in
+            ``docs/plugins.md`` (it builds its heads, names the input stream it
+            reads and returns a float32 scalar loss plus metrics).
+    """
+
+
+@hookspec
+def register_heads(register):
+    """Register downstream heads / tasks (VQA, NLVR2, retrieval, ...).
+
+    Called: the first time the ``heads`` registry is read (fine-tuning and
+    evaluation recipes, task deserialization).
+
+    ``register(name, task)``:
+        name: str, the task name used by ``recipes/finetune.py --task``.
+        task: a task description object bundling the head/model class, loss,
+            metrics, data adapter and prediction export (see ``docs/plugins.md``).
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register data sources (dataset readers) by name.
+
+    Called: the first time the ``datasets`` registry is read (recipes, the
+    ``vlbeit_keras.data`` readers API).
+
+    ``register(name, reader)``:
+        name: str, e.g. ``"coco_captions"``, used as ``data.source`` in recipes.
+        reader: a callable or class that reads records of the dataset from
+            paths given as keyword arguments (see ``docs/data.md``).
+    """
+
+
+@hookspec
+def register_visual_tokenizers(register):
+    """Register visual tokenizers (image -> discrete visual-token ids per patch).
+
+    Called: the first time the ``visual_tokenizers`` registry is read (MIM
+    targets in pretraining, ``recipes/train_visual_tokenizer.py``).
+
+    ``register(name, tokenizer_cls)``:
+        name: str, used as ``visual_tokenizer.type`` in recipe configs.
+        tokenizer_cls: a class mapping an image batch (B, H, W, 3) float32 to
+            int32 ids (B, num_patches) (see ``docs/plugins.md``).
+    """
+
+
+@hookspec
+def register_checkpoint_converters(register):
+    """Register checkpoint converters (foreign weights -> vlbeit_keras).
+
+    Called: the first time the ``checkpoint_converters`` registry is read
+    (``python -m vlbeit_keras convert --from <name>``).
+
+    ``register(name, converter)``:
+        name: str, the value of ``--from``, e.g. ``"vlmo"``.
+        converter: a callable or class converting a checkpoint file to a
+            backbone (and heads) (see ``docs/checkpoints.md``).
+    """
