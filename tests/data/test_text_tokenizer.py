@@ -245,6 +245,9 @@ class Holder(keras.Model):
         self.tokenizer = tokenizer
         self.dense = keras.layers.Dense(2)
 
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
     def call(self, x):
         return self.dense(x)
 
