@@ -549,3 +549,12 @@ def test_every_reader_is_registered(tmp_path):
     assert records[0]["text"] == "hello"
     with pytest.raises(UnknownNameError, match="coco_captions"):
         R.read_dataset("coco_capitons")
+
+
+def test_every_reader_is_documented():
+    import pathlib
+
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    for name, reader in R.READERS.items():
+        assert f"### `{name}`" in doc, name
+        assert f"{reader.__name__}(" in doc, reader.__name__

@@ -144,6 +144,10 @@ def test_pack_layout_truncation_and_empty_text(small_tokenizer):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(single["token_ids"]), ids[0])
     with pytest.raises(ValueError, match="sequence_length"):
         tok.pack("x", sequence_length=1)
+    dense = VLBEiTTokenizer(vocabulary=tok.get_vocabulary(), sequence_length=5)
+    assert keras.ops.convert_to_numpy(dense(["A dog."])).shape == (1, 5)
+    with pytest.raises(ValueError, match="without `sequence_length`"):
+        dense.pack("A dog.", sequence_length=8)
 
 
 def test_pack_returns_backend_tensors_eagerly_and_matches_tf_data(small_tokenizer):

@@ -310,8 +310,15 @@ class VLBEiTTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
             ``[CLS] [SEP] [PAD] ...``.
 
         Raises:
-            ValueError: ``sequence_length`` < 2.
+            ValueError: ``sequence_length`` < 2, or the tokenizer was built
+                with its own (unpacked) ``sequence_length``.
         """
+        if self.sequence_length:
+            raise ValueError(
+                "pack() needs the ragged token output: build the tokenizer without "
+                f"`sequence_length` (got sequence_length={self.sequence_length}) and "
+                "pass the packed length to pack()."
+            )
         sequence_length = int(sequence_length)
         if sequence_length < 2:
             raise ValueError(

@@ -16,6 +16,7 @@ checks (:func:`check_text`, :func:`check_image_file`) readers share.
 import collections
 import dataclasses
 import os
+import stat
 import threading
 import warnings
 
@@ -309,15 +310,15 @@ class ImageChecker:
             return self._cache[path]
         result = None
         try:
-            size = os.stat(path).st_size
+            st = os.stat(path)
         except FileNotFoundError:
             result = ("missing file", path)
         except OSError as e:
             result = ("unreadable file", f"{path}: {e}")
         else:
-            if not os.path.isfile(path):
+            if not stat.S_ISREG(st.st_mode):
                 result = ("not a file", path)
-            elif size == 0:
+            elif st.st_size == 0:
                 result = ("zero-byte file", path)
             elif self.verify:
                 result = _pil_problem(path)
