@@ -27,7 +27,6 @@ import dataclasses
 import importlib
 import importlib.metadata
 import os
-import sys
 import threading
 import traceback
 import warnings
