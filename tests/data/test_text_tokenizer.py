@@ -172,6 +172,8 @@ def test_pack_returns_backend_tensors_eagerly_and_matches_tf_data(small_tokenize
     # NumPy string arrays work eagerly too.
     from_numpy = tok.pack(np.array(texts), sequence_length=12)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(from_numpy["token_ids"]), graph_ids)
+    from_tf = tok.pack(tf.constant(texts), sequence_length=12)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(from_tf["token_ids"]), graph_ids)
 
 
 def test_compute_vocabulary_from_files_and_argument_errors(tmp_path):
