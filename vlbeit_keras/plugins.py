@@ -43,6 +43,7 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.experts",
     "vlbeit_keras.default_plugins.objectives",
+    "vlbeit_keras.default_plugins.datasets",
 )
 
 # Registry kind -> hook name.
