@@ -61,6 +61,7 @@ BUILTIN_DISTRIBUTION = "vlbeit_keras (built-in)"
 DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.experts",
     "vlbeit_keras.default_plugins.objectives",
+    "vlbeit_keras.default_plugins.tasks",
     "vlbeit_keras.default_plugins.datasets",
 )
 
