@@ -151,3 +151,29 @@ def test_objective_contract(name, tmp_path, rng):
         lambda a, b: np.testing.assert_allclose(np_(a), np_(b), rtol=1e-5, atol=1e-5),
         restored(stream, training=False), pretrainer(stream, training=False),
     )
+
+
+# ---------------------------------------------------------------------------
+# Heads / tasks: the full contract (build from a tiny backbone, fit on a
+# dataset and on arrays, evaluate, export, get_config and `.keras` round trip)
+# runs for every registered task in tests/tasks/test_task_contract.py, which
+# skips a task without `example`; here such a task fails instead.
+
+HEADS = get_registry("heads").names()
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_is_complete_for_the_task_contract(name):
+    from vlbeit_keras.tasks.base import TaskSpec
+    from vlbeit_keras.tasks.base import VLBEiTTaskModel
+
+    spec = get_registry("heads").get(name)
+    assert isinstance(spec, TaskSpec) and spec.name == name
+    assert spec.example is not None, f"task {name!r} has no `example`: the task contract test cannot run it"
+    for fn in (spec.build_model, spec.make_dataset, spec.evaluate, spec.export_predictions):
+        assert callable(fn)
+    assert spec.metric_names and spec.record_keys
+    assert issubclass(spec.model_cls, VLBEiTTaskModel)
+    # Keras can find the model class by its registered name when a `.keras` file loads.
+    registered = keras.saving.get_registered_name(spec.model_cls)
+    assert keras.saving.get_registered_object(registered) is spec.model_cls, registered

@@ -420,7 +420,7 @@ def test_hook_register_heads(runtime_plugin):
     runtime_plugin([register_heads], "caption_length_plugin")
     entry = get_registry("heads").entry("caption_length")
     assert entry.obj is task and entry.plugin.name == "caption_length_plugin"
-    assert "keras.src.models.model.Model" in entry.object_path
+    assert entry.object_path == "SimpleNamespace(keras.src.models.model.Model)"
 
 
 def test_hook_register_datasets(runtime_plugin, tmp_path):

@@ -1,10 +1,14 @@
 """Hook specifications of the ``vlbeit_keras`` plugin system (pluggy).
 
 Every hook receives one keyword argument, ``register``: a callable the plugin
-calls once per part it contributes (the style of ``simonw/llm``'s
-``register_models(register)``). Hooks are called once per process, lazily, the
-first time a registry of that kind is read (see :mod:`vlbeit_keras.plugins`).
-Built-in parts are registered through these same hooks by default plugins.
+calls once per part it contributes, ``register(name, obj)`` (the style of
+``simonw/llm``'s ``register_models(register)``). Every hook of every plugin is
+called once per process, when the plugins load: at the end of
+``import vlbeit_keras``, plugin by plugin in the loading order (built-ins
+first, then entry-point plugins by name; see :mod:`vlbeit_keras.plugins`), so
+every registry is complete before any model is built or loaded. Built-in parts
+are registered through these same hooks by default plugins. A hook that raises
+contributes nothing; the plugin is reported as failed (listing, warning).
 
 A plugin is any module with functions decorated by :data:`hookimpl`::
 
@@ -35,9 +39,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def register_experts(register):
     """Register feed-forward expert kinds for the MoME expert pool.
 
-    Called: the first time the ``experts`` registry is read, e.g. when a
-    ``VLBEiTBackbone`` is built (also from a saved config) with
-    ``expert_type=<name>``.
+    Called: once, when the plugins load (``import vlbeit_keras``); the
+    registry is read when a ``VLBEiTBackbone`` is built (also from a saved
+    config) with ``expert_type=<name>``.
 
     ``register(name, expert_cls)``:
         name: str, the value users put in ``VLBEiTBackbone(expert_type=name)``.
@@ -56,14 +60,24 @@ def register_experts(register):
 def register_objectives(register):
     """Register pretraining objectives a pretrainer can combine.
 
-    Called: the first time the ``objectives`` registry is read (pretraining
-    recipes, ``VLBEiTPretrainer`` construction and deserialization).
+    Called: once, when the plugins load (``import vlbeit_keras``); the
+    registry is read by ``VLBEiTPretrainer`` construction and deserialization
+    (objectives are rebuilt by name from the saved config).
 
     ``register(name, objective_cls)``:
-        name: str, used in recipe configs (``objectives=("mlm", "mim", "mvlm")``).
-        objective_cls: the objective class; its contract is documented in
-            ``docs/plugins.md`` (it builds its heads, names the input stream it
-            reads and returns a float32 scalar loss plus metrics).
+        name: str, used in recipe configs (``objectives=("mlm", "mim", "mvlm")``);
+            metrics are reported as ``<name>_<metric>``.
+        objective_cls: a subclass of
+            ``vlbeit_keras.objectives.base.PretrainingObjective``, built as
+            ``objective_cls.from_config(config)``: it sets ``stream``
+            (``"text"``, ``"image"`` or ``"image_text"``, the batch stream it
+            reads) and ``metric_names`` (containing ``"loss"``), creates its
+            weights in ``build(pretrainer)`` through
+            ``pretrainer.shared_layer(name, factory)``, returns a dict of
+            tensors from ``call(pretrainer, inputs, training)`` and float32
+            scalars for every metric name from ``compute_loss(pretrainer,
+            inputs, predictions)``; ``get_config`` returns JSON-ready
+            constructor arguments (``docs/plugins.md``).
     """
 
 
@@ -71,13 +85,22 @@ def register_objectives(register):
 def register_heads(register):
     """Register downstream heads / tasks (VQA, NLVR2, retrieval, ...).
 
-    Called: the first time the ``heads`` registry is read (fine-tuning and
-    evaluation recipes, task deserialization).
+    Called: once, when the plugins load (``import vlbeit_keras``); the
+    registry is read by the fine-tuning and evaluation recipes
+    (``vlbeit_keras.tasks.get_task(name)``).
 
     ``register(name, task)``:
         name: str, the task name used by ``recipes/finetune.py --task``.
-        task: a task description object bundling the head/model class, loss,
-            metrics, data adapter and prediction export (see ``docs/plugins.md``).
+        task: a ``vlbeit_keras.tasks.base.TaskSpec`` with ``name`` equal to
+            ``name``: the model class (a ``VLBEiTTaskModel`` subclass,
+            Keras-serializable, owning its head and default loss / metrics),
+            ``build_model(backbone, **config)``, the data adapter
+            ``make_dataset(records, *, text_preprocessor, image_preprocessor,
+            batch_size, training, seed, **config)``, ``evaluate(model,
+            records, ...) -> (metrics, predictions)``,
+            ``export_predictions(predictions, path)``, ``record_keys``,
+            ``metric_names``, ``default_config`` and ``example(num_records,
+            image_size, seed)`` (synthetic records for the contract tests).
     """
 
 
@@ -85,8 +108,8 @@ def register_heads(register):
 def register_datasets(register):
     """Register data sources (dataset readers) by name.
 
-    Called: the first time the ``datasets`` registry is read (recipes, the
-    ``vlbeit_keras.data`` readers API).
+    Called: once, when the plugins load (``import vlbeit_keras``); the
+    registry is read by recipes and ``vlbeit_keras.data.readers.read_dataset``.
 
     ``register(name, reader)``:
         name: str, e.g. ``"coco_captions"``, used as ``data.source`` in recipes.
@@ -109,12 +132,26 @@ def register_visual_tokenizers(register):
     """Register visual tokenizers (image -> discrete visual-token ids per patch).
 
     Called: the first time the ``visual_tokenizers`` registry is read (MIM
-    targets in pretraining, ``recipes/train_visual_tokenizer.py``).
+    targets in pretraining, ``recipes/train_visual_tokenizer.py``,
+    ``vlbeit_keras.data.visual_tokenizers.get_visual_tokenizer``).
 
     ``register(name, tokenizer_cls)``:
-        name: str, used as ``visual_tokenizer.type`` in recipe configs.
-        tokenizer_cls: a class mapping an image batch (B, H, W, 3) float32 to
-            int32 ids (B, num_patches) (see ``docs/plugins.md``).
+        name: str, used as ``tokenizer.type`` in recipe configs
+            (built in: ``"random_projection"``, ``"kmeans"``).
+        tokenizer_cls: a Keras layer class, ideally a subclass of
+            ``vlbeit_keras.data.visual_tokenizers.VisualTokenizer``, constructed
+            as ``tokenizer_cls(patch_size=int, codebook_size=int, **options)``.
+            Contract (``docs/data.md``, "Visual tokenizers"): attributes
+            ``patch_size`` and ``codebook_size``; ``tokenizer(images)`` with
+            float (B, H, W, 3) in [-1, 1] (H, W multiples of ``patch_size``)
+            returns int32 (B, (H / p) * (W / p)) ids in [0, codebook_size),
+            row-major over the patch grid, computed with ``keras.ops`` only in
+            float32, with non-trainable weights; ``get_config`` round-trips and
+            the class is registered with
+            ``keras.saving.register_keras_serializable``. Optional:
+            ``fit_codebook(images, **kwargs) -> dict`` of usage statistics, used
+            by the training recipe. Every registered tokenizer runs through
+            ``tests/data/test_visual_tokenizers.py::test_contract``.
     """
 
 
@@ -122,8 +159,8 @@ def register_visual_tokenizers(register):
 def register_checkpoint_converters(register):
     """Register checkpoint converters (foreign weights -> vlbeit_keras).
 
-    Called: the first time the ``checkpoint_converters`` registry is read
-    (``python -m vlbeit_keras convert --from <name>``).
+    Called: once, when the plugins load (``import vlbeit_keras``); the
+    registry is read by ``python -m vlbeit_keras convert --from <name>``.
 
     ``register(name, converter)``:
         name: str, the value of ``--from``, e.g. ``"vlmo"``.

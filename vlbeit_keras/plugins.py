@@ -561,15 +561,14 @@ class PluginManager:
 
 
 def _object_path(obj):
-    """``module.QualName`` of a class or function; for an instance (e.g. a
-    task spec) its type, plus the class it wraps if it has ``model_cls``."""
+    """``module.QualName`` of a class or function; for an instance with a
+    ``model_cls`` (a task spec) ``TaskSpec(module.ModelClass)``, else its type."""
     if hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
         return f"{obj.__module__}.{obj.__qualname__}"
-    path = f"{type(obj).__module__}.{type(obj).__qualname__} instance"
     wrapped = getattr(obj, "model_cls", None)
     if wrapped is not None and hasattr(wrapped, "__qualname__"):
-        path += f" ({wrapped.__module__}.{wrapped.__qualname__})"
-    return path
+        return f"{type(obj).__qualname__}({wrapped.__module__}.{wrapped.__qualname__})"
+    return f"{type(obj).__module__}.{type(obj).__qualname__} instance"
 
 
 def _initializing(module_name):
