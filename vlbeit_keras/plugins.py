@@ -300,10 +300,10 @@ class PluginManager:
                     self._rebuild()
 
     def _rebuild(self):
-        before = set(self._errors.values())
+        before = {str(e) for e in self._errors.values()}
         self._build_all()
         for error in self._errors.values():
-            if error not in before:
+            if str(error) not in before:
                 warnings.warn(
                     f"vlbeit_keras: the {error.kind} registry is unusable until "
                     f"this is resolved: {error}",
