@@ -43,6 +43,8 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 # Built-in parts, registered through the same hooks as external plugins.
 DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.experts",
+    "vlbeit_keras.default_plugins.visual_tokenizers",
+    "vlbeit_keras.default_plugins.demo_data",
 )
 
 # Registry kind -> hook name.

@@ -1,0 +1,1 @@
+"""Data: tokenizers, masking, image preprocessing, dataset readers and input pipelines."""
