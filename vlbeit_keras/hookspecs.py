@@ -90,8 +90,17 @@ def register_datasets(register):
 
     ``register(name, reader)``:
         name: str, e.g. ``"coco_captions"``, used as ``data.source`` in recipes.
-        reader: a callable or class that reads records of the dataset from
-            paths given as keyword arguments (see ``docs/data.md``).
+        reader: a callable taking paths and options as keyword arguments
+            (at least ``strict=False`` and ``report=None``, a shared
+            ``vlbeit_keras.data.readers.SkipReport``) and returning a list of
+            plain dict records (ideally a ``RecordList``) with the canonical
+            keys: ``image`` (str path) or ``images`` (list of str), ``text``,
+            ``image_id`` (str), ``split``, ``source`` (``"path:line"`` or
+            ``"path#record"``), plus per-task keys (``answers``, ``answer``,
+            ``question_id``, ``label``, ``identifier``). Bad records are
+            skipped through ``report.skip(source, field, reason)``, which
+            raises ``DataError`` in strict mode. Built-in readers are listed
+            in ``docs/data.md`` ("Supported formats").
     """
 
 

@@ -1,1 +1,5 @@
-"""Data: tokenizers, masking, image preprocessing, dataset readers and input pipelines."""
+"""Data for vlbeit_keras: tokenizers, dataset readers, masking, image
+preprocessing, visual tokenizers, the input pipeline and the demo corpus.
+
+See ``docs/data.md``.
+"""
