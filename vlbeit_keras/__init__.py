@@ -7,6 +7,7 @@ from vlbeit_keras.plugins import get_registry
 from vlbeit_keras.plugins import load_plugins
 from vlbeit_keras.models.presets import BACKBONE_PRESETS
 from vlbeit_keras.models.vlbeit_backbone import VLBEiTBackbone
+from vlbeit_keras.models.vlbeit_pretrainer import VLBEiTPretrainer
 
 # Plugins load last, so that entry-point plugins importing this package find
 # it initialised, and before any user `keras.saving.load_model` call.
