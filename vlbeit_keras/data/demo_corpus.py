@@ -425,27 +425,16 @@ def demo_vocabulary():
     return list(SPECIAL_TOKENS) + sorted(words - set(SPECIAL_TOKENS))
 
 
-def demo_tokenizer(sequence_length=None):
-    """A keras-hub ``WordPieceTokenizer`` over :func:`demo_vocabulary`.
+def demo_tokenizer():
+    """The project's WordPiece tokenizer over :func:`demo_vocabulary`.
 
-    Lower-cases and strips accents (as bert-base-uncased); special tokens are
-    ``[PAD] [UNK] [CLS] [SEP] [MASK]``.
-
-    Args:
-        sequence_length: optional int, pad/truncate token ids (keras-hub
-            semantics); the pipelines pack with [CLS]/[SEP] themselves, so
-            leave it None there.
+    A :class:`vlbeit_keras.data.text_tokenizer.VLBEiTTokenizer` (uncased,
+    accent stripping, ``[PAD] [UNK] [CLS] [SEP] [MASK]`` at ids 0-4; ``pack``
+    for fixed-length ``[CLS] ... [SEP]`` inputs).
     """
-    import keras_hub
+    from vlbeit_keras.data.text_tokenizer import VLBEiTTokenizer
 
-    return keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=demo_vocabulary(),
-        sequence_length=sequence_length,
-        lowercase=True,
-        strip_accents=True,
-        special_tokens=list(SPECIAL_TOKENS),
-        oov_token="[UNK]",
-    )
+    return VLBEiTTokenizer(vocabulary=demo_vocabulary())
 
 
 def demo_answer_vocabulary():

@@ -400,13 +400,15 @@ def special_token_ids(tokenizer):
 class TextPacker:
     """Tokenize one string and pack it as ``[CLS] tokens [SEP] [PAD]...`` (tf.data op).
 
-    Uses the given keras-hub-style tokenizer (``tokenizer(string) -> int ids``)
-    and keras-hub's ``StartEndPacker``; over-long texts are truncated, keeping
-    [SEP] (MODEL_SPEC §2.2).
+    ``tokenizer(string) -> int ids`` (the project's
+    :class:`vlbeit_keras.data.text_tokenizer.VLBEiTTokenizer` or any keras-hub
+    tokenizer), then keras-hub's ``StartEndPacker`` owned by this packer (the
+    same packing as ``VLBEiTTokenizer.pack``). Over-long texts are truncated,
+    keeping [SEP] (MODEL_SPEC §2.2).
 
     Args:
-        tokenizer: a keras-hub tokenizer (e.g. the project's WordPiece
-            tokenizer or :func:`vlbeit_keras.data.demo_corpus.demo_tokenizer`).
+        tokenizer: the project's ``VLBEiTTokenizer`` (or a keras-hub tokenizer
+            with [PAD]/[CLS]/[SEP]/[MASK] in its vocabulary).
         sequence_length: int T.
 
     Call: scalar tf.string -> ``(token_ids int32 (T,), padding_mask int32 (T,))``.
