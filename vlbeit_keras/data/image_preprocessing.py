@@ -198,7 +198,13 @@ def to_rgb(image):
         return image[..., :3]
 
     def rgba():
-        return composite(image[..., :3], image[..., 3:4])
+        # Most RGBA files (e.g. NLVR's PNGs) are fully opaque: skip the blend.
+        alpha = image[..., 3:4]
+        return tf.cond(
+            tf.reduce_all(tf.equal(alpha, 255)),
+            lambda: image[..., :3],
+            lambda: composite(image[..., :3], alpha),
+        )
 
     out = tf.switch_case(
         tf.clip_by_value(channels - 1, 0, 3), branch_fns=[gray, gray_alpha, rgb, rgba]
@@ -214,10 +220,18 @@ def normalize_image(image):
 
 
 def _resize(image, size, config):
-    image = tf.image.resize(
-        tf.cast(image, tf.float32), size, method=config.interpolation,
-        antialias=config.antialias,
-    )
+    image = tf.cast(image, tf.float32)
+
+    def resize(antialias):
+        return tf.image.resize(image, size, method=config.interpolation, antialias=antialias)
+
+    if config.antialias:
+        # The anti-aliasing filter only matters when downscaling; its kernel is
+        # about twice as slow, so use it only then.
+        shrinks = tf.reduce_any(tf.shape(image)[:2] > tf.convert_to_tensor(size))
+        image = tf.cond(shrinks, lambda: resize(True), lambda: resize(False))
+    else:
+        image = resize(False)
     # Bicubic and Lanczos overshoot; keep the pixel range.
     return tf.clip_by_value(image, 0.0, 255.0)
 

@@ -411,7 +411,8 @@ class TextPacker:
             with [PAD]/[CLS]/[SEP]/[MASK] in its vocabulary).
         sequence_length: int T.
 
-    Call: scalar tf.string -> ``(token_ids int32 (T,), padding_mask int32 (T,))``.
+    Call: tf.string scalar or (B,) -> ``(token_ids, padding_mask)``, int32
+    (T,) or (B, T).
     """
 
     def __init__(self, tokenizer, sequence_length):
@@ -432,14 +433,16 @@ class TextPacker:
         return int(self.tokenizer.vocabulary_size())
 
     def __call__(self, text):
+        text = tf.convert_to_tensor(text)
         ids = self.tokenizer(text)
-        if isinstance(ids, tf.RaggedTensor):
+        if text.shape.rank == 0 and isinstance(ids, tf.RaggedTensor):
             ids = ids.flat_values
         token_ids, mask = self.packer(tf.cast(ids, tf.int32))
         token_ids = tf.cast(token_ids, tf.int32)
         mask = tf.cast(mask, tf.int32)
-        token_ids.set_shape([self.sequence_length])
-        mask.set_shape([self.sequence_length])
+        shape = [self.sequence_length] if text.shape.rank == 0 else [None, self.sequence_length]
+        token_ids.set_shape(shape)
+        mask.set_shape(shape)
         return token_ids, mask
 
 
@@ -646,16 +649,28 @@ class PretrainingInputConfig:
         )
 
 
-def _text_fields(packer, masker, text, seed, prefix="text_"):
-    token_ids, padding_mask = packer(text)
-    masked = masker(token_ids, seed)
-    return {
+_TEXT = "_text"
+_POSITION = "_position"
+
+
+def _batch_text_fields(batch, packer, masker, base_seed):
+    """Batched strings -> packed, masked text fields; seed from the batch position."""
+    batch = dict(batch)
+    texts = batch.pop(_TEXT)
+    positions = batch.pop(_POSITION)
+    token_ids, padding_mask = packer(texts)
+    masked = masker(token_ids, _fold(base_seed, positions[0]))
+    fields = {
         "token_ids": masked["token_ids"],
         "padding_mask": padding_mask,
-        f"{prefix}mask_positions": masked["mask_positions"],
-        f"{prefix}mask_ids": masked["mask_ids"],
-        f"{prefix}mask_weights": masked["mask_weights"],
+        "text_mask_positions": masked["mask_positions"],
+        "text_mask_ids": masked["mask_ids"],
+        "text_mask_weights": masked["mask_weights"],
     }
+    for value in fields.values():  # keep the static batch size of drop_remainder
+        value.set_shape([positions.shape[0], value.shape[1]])
+    batch.update(fields)
+    return batch
 
 
 def _image_fields(table, index, image_config, mask_gen, seed, numpy_seed, allow_flip):
@@ -743,16 +758,22 @@ def make_pretraining_dataset(
         vocab = int(tokenizer.vocabulary_size())
     mask_gen = config.block_mask_generator()
 
+    # Text is tokenized, packed and masked per *batch* (vectorised WordPiece
+    # is several times faster than per element); its seed comes from the
+    # batch's first stream position, so resuming at a step boundary replays
+    # the same masks.
     if text_records and config.text_batch_size:
         packer = TextPacker(tokenizer, config.text_length)
         masker = config.text_masker(vocab, special, config.mlm_probability, config.text_length)
         texts = _texts_tensor(text_records)
 
         def text_element(g, index):
-            element_seed = _fold([seed, _STREAM_IDS["text"]], g)
-            return _text_fields(packer, masker, texts[index], element_seed), tf.constant(True)
+            return {_TEXT: texts[index], _POSITION: g}, tf.constant(True)
 
-        streams["text"] = (text_element, len(text_records), config.text_batch_size)
+        def text_batch(batch):
+            return _batch_text_fields(batch, packer, masker, [seed, _STREAM_IDS["text"]])
+
+        streams["text"] = (text_element, text_batch, len(text_records), config.text_batch_size)
 
     if image_records and config.image_batch_size:
         table = _ImageTable(image_records, report=report)
@@ -764,7 +785,7 @@ def make_pretraining_dataset(
             return _image_fields(table, index, image_config, mask_gen, element_seed,
                                  numpy_seed, True)
 
-        streams["image"] = (image_element, len(image_records), config.image_batch_size)
+        streams["image"] = (image_element, None, len(image_records), config.image_batch_size)
 
     if pair_records and config.pair_batch_size:
         pair_table = _ImageTable(pair_records, report=report)
@@ -778,17 +799,19 @@ def make_pretraining_dataset(
 
         def pair_element(g, index):
             element_seed = _fold([seed, _STREAM_IDS["image_text"]], g)
-            text_seed, image_seed = tf.unstack(
-                tf.random.experimental.stateless_split(element_seed, 2)
-            )
             numpy_seed = tf.stack([tf.constant(seed, tf.int64), _STREAM_IDS["image_text"], g])
-            out = _text_fields(pair_packer, pair_masker, pair_texts[index], text_seed)
-            image_out, ok = _image_fields(pair_table, index, pair_config, mask_gen, image_seed,
-                                          numpy_seed, pair_flips[index])
-            out.update(image_out)
+            out, ok = _image_fields(pair_table, index, pair_config, mask_gen, element_seed,
+                                    numpy_seed, pair_flips[index])
+            out[_TEXT] = pair_texts[index]
+            out[_POSITION] = g
             return out, ok
 
-        streams["image_text"] = (pair_element, len(pair_records), config.pair_batch_size)
+        def pair_batch(batch):
+            return _batch_text_fields(batch, pair_packer, pair_masker,
+                                      [seed, _STREAM_IDS["image_text"]])
+
+        streams["image_text"] = (pair_element, pair_batch, len(pair_records),
+                                 config.pair_batch_size)
 
     if not streams:
         raise ValueError(
@@ -796,7 +819,7 @@ def make_pretraining_dataset(
             "pair_records with a positive batch size."
         )
     datasets = {}
-    for name, (fn, num_records, batch_size) in streams.items():
+    for name, (fn, batch_fn, num_records, batch_size) in streams.items():
         ds = _positions(num_records, seed, name, int(start_step) * batch_size, True, True)
         ds = ds.map(_no_autograph(fn), num_parallel_calls=config.num_parallel_calls,
                     deterministic=True)
@@ -806,7 +829,11 @@ def make_pretraining_dataset(
                 ds = ds.ignore_errors(log_warning=True)
         else:
             ds = ds.map(_strip_flag)
-        datasets[name] = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.batch(batch_size, drop_remainder=True)
+        if batch_fn is not None:
+            ds = ds.map(_no_autograph(batch_fn), num_parallel_calls=config.num_parallel_calls,
+                        deterministic=True)
+        datasets[name] = ds
     ds = tf.data.Dataset.zip(datasets)
     if config.prefetch is not None:
         ds = ds.prefetch(config.prefetch)
@@ -827,13 +854,6 @@ def _labels_tensor(records, labels, label_key):
     if len(array) != len(records):
         raise ValueError(f"{len(array)} labels for {len(records)} records.")
     return tf.constant(array)
-
-
-def _finish(ds, batch_size, drop_remainder, prefetch):
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if prefetch is not None:
-        ds = ds.prefetch(prefetch)
-    return _options(ds)
 
 
 def make_image_text_dataset(
@@ -900,12 +920,13 @@ def make_image_text_dataset(
     label_tensor = _labels_tensor(records, labels, label_key)
 
     def element(g, index):
-        x = dict(zip(("token_ids", "padding_mask"), packer(texts[index])))
+        x = {_TEXT: texts[index]}
         x["images"], ok = _task_images(table, index, multi, image_config, seed, g, flips[index])
         return (x if label_tensor is None else (x, label_tensor[index])), ok
 
     return _task_dataset(records, element, batch_size, training, seed, start_step,
-                         num_parallel_calls, prefetch, skip_decode_errors)
+                         num_parallel_calls, prefetch, skip_decode_errors,
+                         batch_fn=_pack_batch(packer))
 
 
 def _is_multi(records, image_key):
@@ -928,8 +949,24 @@ def _task_images(table, index, multi, image_config, seed, g, allow_flip):
     return (tf.stack(images) if multi else images[0]), ok
 
 
+def _pack_batch(packer):
+    """Batch map: ``x["_text"]`` (B,) strings -> ``token_ids``, ``padding_mask`` (B, T)."""
+
+    def pack(x, *rest):
+        x = dict(x)
+        texts = x.pop(_TEXT)
+        x["token_ids"], x["padding_mask"] = packer(texts)
+        for key in ("token_ids", "padding_mask"):
+            x[key].set_shape([texts.shape[0], packer.sequence_length])
+        x = {k: x[k] for k in ("token_ids", "padding_mask", *sorted(set(x) - {
+            "token_ids", "padding_mask"}))}
+        return (x, *rest) if rest else x
+
+    return pack
+
+
 def _task_dataset(records, element, batch_size, training, seed, start_step,
-                  num_parallel_calls, prefetch, skip_decode_errors=None):
+                  num_parallel_calls, prefetch, skip_decode_errors=None, batch_fn=None):
     start = int(start_step) * batch_size if training else 0
     ds = _positions(len(records), seed, "task", start, shuffle=training, repeat=training)
     ds = ds.map(_no_autograph(element), num_parallel_calls=num_parallel_calls,
@@ -937,7 +974,13 @@ def _task_dataset(records, element, batch_size, training, seed, start_step,
     ds = _drop_bad(ds)
     if training if skip_decode_errors is None else skip_decode_errors:
         ds = ds.ignore_errors(log_warning=True)
-    return _finish(ds, batch_size, training, prefetch)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    if batch_fn is not None:
+        ds = ds.map(_no_autograph(batch_fn), num_parallel_calls=num_parallel_calls,
+                    deterministic=True)
+    if prefetch is not None:
+        ds = ds.prefetch(prefetch)
+    return _options(ds)
 
 
 def make_image_dataset(
@@ -1003,8 +1046,9 @@ def make_text_dataset(
     label_tensor = _labels_tensor(records, labels, label_key)
 
     def element(g, index):
-        x = dict(zip(("token_ids", "padding_mask"), packer(texts[index])))
+        x = {_TEXT: texts[index]}
         return (x if label_tensor is None else (x, label_tensor[index])), tf.constant(True)
 
     return _task_dataset(records, element, batch_size, training, seed, start_step,
-                         num_parallel_calls, prefetch, skip_decode_errors=False)
+                         num_parallel_calls, prefetch, skip_decode_errors=False,
+                         batch_fn=_pack_batch(packer))
