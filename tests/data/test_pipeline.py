@@ -294,6 +294,11 @@ def test_check_image_sources(tmp_path, rng):
     assert "zero-byte" in report.summary() and "missing file" in report.summary()
     kept, _ = P.check_image_sources(records[:1] + records[3:4], mode="header")
     assert len(kept) == 2  # the header check does not decode
+    shared = _Report()
+    with pytest.warns(UserWarning):
+        P.check_image_sources(records, report=shared)
+    assert [c[0] for c in shared.calls] == ["record 1", "record 2", "record 4"]
+    assert all(c[4] == "check" for c in shared.calls)
     with pytest.raises(ValueError, match="empty.png"):
         P.check_image_sources(records, strict=True)
 
@@ -321,6 +326,12 @@ def test_undecodable_images_are_skipped_and_reported(tmp_path, rng):
     assert sources == ["list.jsonl:2", "list.jsonl:4"]
     assert all(c[4] == "decode" and c[1] == "image" for c in report.calls)
     assert any("garbage.jpg" in c[3] for c in report.calls)
+    # Default report: the readers' SkipReport (a DataSkipWarning per skip).
+    from vlbeit_keras.data.readers import DataSkipWarning
+
+    with pytest.warns(DataSkipWarning, match="garbage.jpg"):
+        list(P.make_image_dataset(records, image_config=ImagePreprocessingConfig(8),
+                                  batch_size=4))
     # Pretraining: the bad records never reach a batch; each is reported once.
     report = _Report()
     ds = P.make_pretraining_dataset(_config(image_batch_size=2), image_records=records,

@@ -194,7 +194,7 @@ class ImageCheckReport:
         return "\n".join(lines)
 
 
-def check_image_sources(records, mode="header", strict=False, image_key=None):
+def check_image_sources(records, mode="header", strict=False, image_key=None, report=None):
     """Drop records whose image is missing, empty or not an image.
 
     Runs in Python before the pipeline starts, so a bad file is reported by
@@ -207,6 +207,10 @@ def check_image_sources(records, mode="header", strict=False, image_key=None):
             truncated and corrupt files; costs about one decode per image).
         strict: raise instead of skipping.
         image_key: field to read (default ``image`` then ``images``).
+        report: optional readers' ``SkipReport`` (anything with its ``skip``
+            method): each skip is also reported there (stage ``"check"``,
+            source = the record's ``source`` field or ``"record <i>"``), so a
+            run prints one summary.
 
     Returns:
         (kept records, :class:`ImageCheckReport`). Each skip also emits a
@@ -217,6 +221,7 @@ def check_image_sources(records, mode="header", strict=False, image_key=None):
     """
     if mode not in ("header", "decode"):
         raise ValueError(f"`mode` must be 'header' or 'decode'; received {mode!r}.")
+    shared_report = report
     report = ImageCheckReport()
     kept = []
     for index, record in enumerate(records):
@@ -237,6 +242,9 @@ def check_image_sources(records, mode="header", strict=False, image_key=None):
             raise ValueError(f"Bad image in {message}.")
         warnings.warn(f"Skipping {message}.", UserWarning, stacklevel=2)
         report.skipped.append(problem)
+        if shared_report is not None:
+            source = record.get("source") or f"record {index}"
+            shared_report.skip(source, key, problem[2], problem[1], stage="check")
     return kept, report
 
 
@@ -268,19 +276,10 @@ def decodable_image_bytes(data):
     return True, ""
 
 
-class _WarningReport:
-    """Fallback skip reporter: counts and warns (same ``skip`` signature as the
-    readers' ``SkipReport``)."""
+def _default_report():
+    from vlbeit_keras.data.readers.report import SkipReport
 
-    def __init__(self):
-        self.count = 0
-
-    def skip(self, source, field, reason, detail="", *, stage="read"):
-        self.count += 1
-        message = f"{source}: field '{field}': {reason}"
-        if detail:
-            message += f" ({detail})"
-        warnings.warn(f"Skipped record ({stage}) #{self.count}: {message}", UserWarning, 2)
+    return SkipReport()
 
 
 class _ImageTable:
@@ -309,7 +308,7 @@ class _ImageTable:
         self.values = tf.constant(values, tf.string)
         self.is_path = tf.constant(is_path, tf.bool)
         self.names = names
-        self.report = report if report is not None else _WarningReport()
+        self.report = report if report is not None else _default_report()
         self.validate = validate
         self._reported = set()
 
@@ -713,9 +712,10 @@ def make_pretraining_dataset(
         report: where undecodable images are reported: an object with the
             readers' ``SkipReport.skip(source, field, reason, detail,
             stage=...)`` method (e.g. the report the readers filled, so one
-            summary covers the run); default: counted ``UserWarning``s. Each
-            bad image is reported once (stage ``"decode"``), names its file,
-            and its record is left out of every batch.
+            summary covers the run); default: a new ``SkipReport`` (counted
+            ``DataSkipWarning``s). Each bad image is reported once (stage
+            ``"decode"``), names its file, and its record is left out of every
+            batch.
 
     Returns:
         ``tf.data.Dataset`` of dicts, for each enabled stream (Bt, Bi, Bp the
