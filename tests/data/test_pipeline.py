@@ -145,6 +145,8 @@ def test_streams_can_be_disabled(tokenizer, corpus):
         P.make_pretraining_dataset(_config())
     with pytest.raises(ValueError, match="tokenizer"):
         P.make_pretraining_dataset(_config(), text_records=corpus["text"])
+    with pytest.raises(ValueError, match="one image per record"):
+        P.make_pretraining_dataset(_config(), image_records=demo.demo_records("nlvr2", 2))
 
 
 def test_pretraining_batch_runs_through_the_backbone(tokenizer, corpus):

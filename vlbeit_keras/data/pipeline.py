@@ -10,8 +10,10 @@ resumable:
 3. a parallel ``map`` that loads, decodes, augments and masks the record with
    randomness derived only from ``(seed, stream, g)`` (stateless TF ops; the
    block masks use a NumPy generator seeded with the same triple);
-4. ``batch(drop_remainder=True)``, and for pretraining a ``zip`` of the three
-   streams, then ``prefetch``.
+4. ``batch(drop_remainder=True)``; text is then tokenized, packed and masked
+   per batch (vectorised WordPiece; the masking seed comes from the batch's
+   first position); for pretraining a ``zip`` of the three streams; then
+   ``prefetch``.
 
 **Resuming**: pass ``start_step=k``; stream s starts at element
 k * batch_size_s. The batches produced are exactly batches k, k+1, ... of an
@@ -19,9 +21,10 @@ uninterrupted run with the same seed: same records, same augmentations, same
 masks, with no replay of the skipped elements (the position stream simply
 starts later). This is "deterministic order by seed + a skip count"; no
 tf.data iterator checkpoint is needed, so it works the same whichever Keras
-backend iterates the dataset. (Undecodable images dropped at run time, see
-``skip_decode_errors``, are the one exception: they shorten the stream, so
-avoid them by checking sources first with :func:`check_image_sources`.)
+backend iterates the dataset. (Records whose image cannot be decoded are
+dropped from the stream, so each one before the resume point shifts the later
+batches by one element relative to an uninterrupted run; drop bad files up
+front with :func:`check_image_sources` for an exact replay.)
 
 Every pipeline yields nested dicts of tensors that Keras converts to NumPy /
 JAX / torch arrays, so ``model.fit(dataset)`` works on all three backends.
@@ -152,7 +155,7 @@ def _check_one(value, mode):
         head = bytes(value[:16])
         if not head:
             return "empty bytes"
-        source = io_bytes(value)
+        source = _io_bytes(value)
     if _sniff(head) is None:
         return f"not a PNG/JPEG/GIF/BMP file (starts with {head[:8]!r})"
     if mode == "decode":
@@ -166,7 +169,7 @@ def _check_one(value, mode):
     return None
 
 
-def io_bytes(value):
+def _io_bytes(value):
     import io
 
     return io.BytesIO(bytes(value))
@@ -269,7 +272,7 @@ def decodable_image_bytes(data):
     from PIL import Image
 
     try:
-        with Image.open(io_bytes(data)) as image:
+        with Image.open(_io_bytes(data)) as image:
             image.verify()
     except Exception as error:  # PIL raises many types for corrupt data
         return False, f"corrupt {kind.upper()} ({type(error).__name__}: {error})"
@@ -672,6 +675,17 @@ def _batch_text_fields(batch, packer, masker, base_seed):
     return batch
 
 
+def _single_image_table(records, report, stream):
+    table = _ImageTable(records, report=report)
+    if table.num_images != 1:
+        raise ValueError(
+            f"The {stream} pretraining stream takes one image per record; these records have "
+            f"{table.num_images} ('images' lists). Make one record per image "
+            "(e.g. read_nlvr(..., per_image=True))."
+        )
+    return table
+
+
 def _image_fields(table, index, image_config, mask_gen, seed, numpy_seed, allow_flip):
     image, ok = _guarded_image(table, index, 0, image_config, seed, allow_flip)
     out = {"images": image}
@@ -776,7 +790,7 @@ def make_pretraining_dataset(
         streams["text"] = (text_element, text_batch, len(text_records), config.text_batch_size)
 
     if image_records and config.image_batch_size:
-        table = _ImageTable(image_records, report=report)
+        table = _single_image_table(image_records, report, "image")
         image_config = config.image_config("image")
 
         def image_element(g, index):
@@ -788,7 +802,7 @@ def make_pretraining_dataset(
         streams["image"] = (image_element, None, len(image_records), config.image_batch_size)
 
     if pair_records and config.pair_batch_size:
-        pair_table = _ImageTable(pair_records, report=report)
+        pair_table = _single_image_table(pair_records, report, "image_text")
         pair_config = config.image_config("image_text")
         pair_packer = TextPacker(tokenizer, config.pair_text_length)
         pair_masker = config.text_masker(
