@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from vlbeit_keras import optimizers
 from vlbeit_keras.hookspecs import hookimpl
 from vlbeit_keras.plugins import get_registry
 from vlbeit_keras.plugins import load_plugins

@@ -131,9 +131,10 @@ def register_datasets(register):
 def register_visual_tokenizers(register):
     """Register visual tokenizers (image -> discrete visual-token ids per patch).
 
-    Called: the first time the ``visual_tokenizers`` registry is read (MIM
-    targets in pretraining, ``recipes/train_visual_tokenizer.py``,
-    ``vlbeit_keras.data.visual_tokenizers.get_visual_tokenizer``).
+    Called: once, when the plugins load (``import vlbeit_keras``); the
+    registry is read for MIM targets in pretraining,
+    ``recipes/train_visual_tokenizer.py`` and
+    ``vlbeit_keras.data.visual_tokenizers.get_visual_tokenizer``.
 
     ``register(name, tokenizer_cls)``:
         name: str, used as ``tokenizer.type`` in recipe configs

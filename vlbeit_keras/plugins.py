@@ -63,6 +63,8 @@ DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.objectives",
     "vlbeit_keras.default_plugins.tasks",
     "vlbeit_keras.default_plugins.datasets",
+    "vlbeit_keras.default_plugins.demo_data",
+    "vlbeit_keras.default_plugins.visual_tokenizers",
 )
 
 # Registry kind -> hook name.
