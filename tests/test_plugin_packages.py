@@ -10,6 +10,7 @@ a plugin part that saves and loads in a fresh Python process after only
 """
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -73,26 +74,32 @@ def test_installed_plugin_parts_appear_in_the_listing(distribution, capsys):
     assert not [f for f in data["failures"] if f["name"] == ep_name]
 
 
-def test_plugin_parts_are_usable_by_name_in_a_recipe_config(rng):
+def test_plugin_parts_are_usable_by_name_in_the_pretraining_recipe(tmp_path):
+    """recipes/pretrain.py (smoke size) with the plugin expert and objective named in its config."""
     for distribution in PACKAGES:
         require(distribution)
-    # The names a recipe config carries (big_vision style): everything resolved by the registry.
-    config = {
-        "backbone": {"preset": "vlbeit_tiny", "expert_type": "swiglu"},
-        "pretraining": {"objectives": ["mlm", ("mim_pixel", {"norm_pix_loss": True})]},
-        "finetune": {"task": "snli_ve", "data": {"source": "snli_ve"}},
-    }
-    backbone = vlbeit_keras.VLBEiTBackbone.from_preset(
-        config["backbone"]["preset"], load_weights=False, expert_type=config["backbone"]["expert_type"])
+    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO / "recipes" / "pretrain.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    summary = recipe.main(["--smoke", "--workdir", str(tmp_path), "verbose=0",
+                           "model.expert_type=swiglu", "objectives=mlm,mim_pixel"])
+    assert summary["steps"] == summary["total_steps"]
+    last = summary["last_epoch"]
+    assert {"mlm_loss", "mim_pixel_loss"} <= set(last) and "mim_loss" not in last
+    assert all(np.isfinite(last[k]) for k in ("mlm_loss", "mim_pixel_loss"))
+    assert not (tmp_path / "visual_tokenizer.keras").exists()  # mim_pixel needs none
+    backbone = keras.saving.load_model(tmp_path / "backbone.keras")
+    assert backbone.get_config()["expert_type"] == "swiglu"
     assert type(backbone.transformer.blocks[0].mlp_text).__module__ == "vlbeit_swiglu.swiglu_expert"
-    pretrainer = vlbeit_keras.VLBEiTPretrainer(backbone, objectives=config["pretraining"]["objectives"])
-    pretrainer.compile(run_eagerly=True)
-    batch = synthetic_batch(backbone, rng)
-    logs = pretrainer.train_on_batch({"text": batch["text"], "image": batch["image"]}, return_dict=True)
-    assert {"mlm_loss", "mim_pixel_loss"} <= set(logs) and all(np.isfinite(v) for v in logs.values())
-    task = get_registry("heads").get(config["finetune"]["task"])
-    reader = get_registry("datasets").get(config["finetune"]["data"]["source"])
-    assert task.name == "snli_ve" and callable(reader)
+
+
+def test_plugin_task_and_data_source_are_found_by_name():
+    require("vlbeit-snli-ve")
+    config = {"task": "snli_ve", "data": {"source": "snli_ve"}}  # what a fine-tuning config names
+    task = vlbeit_keras.tasks.get_task(config["task"])
+    reader = get_registry("datasets").get(config["data"]["source"])
+    assert task.name == "snli_ve" and task.model_cls.__module__ == "vlbeit_snli_ve.task"
+    assert reader.__module__ == "vlbeit_snli_ve.reader"
 
 
 def test_plugin_models_save_and_load_in_a_fresh_process(tmp_path, rng):

@@ -29,6 +29,9 @@ def _base():
         mixed_precision="",  # e.g. "mixed_bfloat16" on accelerators (MODEL_SPEC §11)
         model=dict(
             preset="vlbeit_small",
+            # Any registered expert kind, plugins included (`python -m vlbeit_keras
+            # plugins`): "ffn" is VL-BEiT's; e.g. model.expert_type=swiglu (plugins/vlbeit-swiglu).
+            expert_type="ffn",
             # Drop path 0.1 as VLMo/BEiT-3 pretraining (MODEL_SPEC §3.1).
             overrides=dict(drop_path_rate=0.1),
         ),
@@ -117,7 +120,7 @@ def _four_million(config):
     # COCO + VG + CC3M + SBU in the generic JSONL image-text format
     # (one {"image": path, "text": caption} per line), see docs/pretraining.md.
     config["workdir"] = "runs/pretrain_4m"
-    config["model"] = dict(preset="vlbeit_base", overrides=dict(drop_path_rate=0.1))
+    config["model"].update(preset="vlbeit_base", overrides=dict(drop_path_rate=0.1))
     config["data"]["sources"] = [
         dict(reader="image_text", kwargs=dict(path=str(DATA / f"{name}.jsonl"), image_root=str(DATA)),
              streams=["image", "image_text"])

@@ -168,6 +168,8 @@ def build_visual_tokenizer(config, image_records, image_size, patch_size, workdi
 def build_backbone(config, vocabulary_size):
     overrides = dict(config.overrides)
     overrides.setdefault("vocabulary_size", int(vocabulary_size))
+    if config.get("expert_type"):  # a registered expert kind (plugins included)
+        overrides.setdefault("expert_type", config["expert_type"])
     return vlbeit_keras.VLBEiTBackbone.from_preset(config.preset, load_weights=False, **overrides)
 
 
