@@ -66,6 +66,10 @@ def test_task_contract(name, tiny_backbone, text_preprocessor, tmp_path, to_nump
     batch = next(iter(spec.make_dataset(records, batch_size=4, training=False, **io, **config)))
     x = batch[0] if isinstance(batch, tuple) else batch
     x = {k: np.asarray(v) for k, v in x.items()}
+    # Plain NumPy arrays train too.
+    y = np.asarray(batch[1]) if isinstance(batch, tuple) else None
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][-1])
     before = _deterministic(name, to_numpy(model(x, training=False)))
 
     config_copy = type(model).from_config(model.get_config()).get_config()

@@ -225,8 +225,15 @@ def batch_and_map(
     Returns:
         ``tf.data.Dataset`` ready for ``model.fit`` / ``predict``.
     """
+    size = int(ds.cardinality().numpy())
+    drop = training if drop_remainder is None else drop_remainder
+    if drop and 0 <= size < batch_size:
+        raise ValueError(
+            f"Only {size} records for batch_size={batch_size} with the last partial batch "
+            "dropped: the dataset would be empty. Lower the batch size."
+        )
     if training:
-        buffer = shuffle_buffer or int(ds.cardinality().numpy())
+        buffer = shuffle_buffer or size
         if buffer < 1:
             buffer = 10_000
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -244,7 +251,7 @@ def batch_and_map(
         return record
 
     ds = ds.map(load_images, num_parallel_calls=num_parallel_calls, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    ds = ds.batch(batch_size, drop_remainder=drop)
 
     def finish(batch):
         batch = dict(batch)
