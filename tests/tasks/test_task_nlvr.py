@@ -95,3 +95,23 @@ def test_nlvr2_prediction_csv(tmp_path):
     path = nlvr2.export_predictions(rows, str(tmp_path / "p.csv"))
     with open(path) as f:
         assert [tuple(r) for r in csv.reader(f)] == rows
+
+
+def test_real_nlvr_images_load_on_a_non_square_grid(shared, text_preprocessor):
+    import json
+
+    root = shared("data", "nlvr1", "dev")
+    with open(root / "dev.json", encoding="utf-8") as f:
+        example = json.loads(f.readline())
+    records = [
+        {"image": str(root / "images" / example["directory"] / f"dev-{example['identifier']}-{k}.png"),
+         "text": example["sentence"], "label": example["label"], "identifier": example["identifier"]}
+        for k in range(6)
+    ]
+    ds = nlvr.make_dataset(records, text_preprocessor=text_preprocessor,
+                           image_preprocessor=ImagePreprocessor((96, 400)), batch_size=6)
+    x, y = next(iter(ds))
+    assert x["images"].shape == (6, 96, 400, 3)
+    assert np.asarray(y).tolist() == [int(example["label"] == "true")] * 6
+    pixels = np.asarray(x["images"])
+    assert pixels.min() >= -1.0 and pixels.max() <= 1.0 and pixels.std() > 0.05

@@ -33,6 +33,9 @@ import keras
 
 from vlbeit_keras.models.vlbeit_backbone import VLBEiTBackbone
 
+# Name of the relative-position-bias interpolation (vlbeit_keras.utils.resize).
+DEFAULT_RESIZE_METHOD = "beit_geometric_cubic"
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
@@ -212,7 +215,8 @@ class VLBEiTTaskModel(keras.Model):
         return cls(**config)
 
 
-def maybe_resize_backbone(backbone, image_size=None, num_modality_types=None, method=None):
+def maybe_resize_backbone(backbone, image_size=None, num_modality_types=None,
+                          method=DEFAULT_RESIZE_METHOD):
     """The backbone adapted to a fine-tuning image size / modality rows.
 
     Returns ``backbone`` itself when nothing changes, otherwise a new
@@ -230,5 +234,4 @@ def maybe_resize_backbone(backbone, image_size=None, num_modality_types=None, me
         overrides["num_modality_types"] = int(num_modality_types)
     if not overrides:
         return backbone
-    kwargs = {} if method is None else {"method": method}
-    return resize.rebuild_backbone(backbone, **overrides, **kwargs)
+    return resize.rebuild_backbone(backbone, method=method, **overrides)

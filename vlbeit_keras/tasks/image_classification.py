@@ -21,6 +21,7 @@ from keras import ops
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import VLBEiTTaskModel
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 
@@ -145,9 +146,11 @@ class VLBEiTImageClassifier(VLBEiTTaskModel):
 
 
 def build_model(backbone, num_classes, image_size=None, layer_decay=0.65, learning_rate=1e-3,
-                weight_decay=0.05, **unused):
+                weight_decay=0.05, resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Image classifier (layer decay 0.65 by default, BEiT-base), compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTImageClassifier(
         backbone, num_classes, layer_decay=layer_decay, learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -238,6 +241,7 @@ TASK = TaskSpec(
         "layer_decay": 0.65,
         "learning_rate": 1e-3,
         "weight_decay": 0.05,
+        "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
 )

@@ -16,6 +16,7 @@ from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
@@ -121,9 +122,12 @@ class VLBEiTImageTextClassifier(VLBEiTTaskModel):
 
 # ---------------------------------------------------------------------------
 # Task functions (generic integer labels)
-def build_model(backbone, num_classes=2, image_size=None, head_hidden_dim=None, **unused):
+def build_model(backbone, num_classes=2, image_size=None, head_hidden_dim=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Image-text classifier on ``backbone`` (resized to ``image_size``), compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTImageTextClassifier(backbone, num_classes, head_hidden_dim=head_hidden_dim)
     model.compile()
     return model
@@ -259,6 +263,7 @@ TASK = TaskSpec(
     export_predictions=export_predictions,
     record_keys=("image", "text", "label"),
     metric_names=("accuracy",),
-    default_config={"num_classes": 2, "image_size": None, "head_hidden_dim": None},
+    default_config={"num_classes": 2, "image_size": None, "head_hidden_dim": None,
+                    "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
 )

@@ -26,6 +26,7 @@ from vlbeit_keras.metrics.nlvr import nlvr_metrics
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks import image_text_classification as itc_task
 from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
@@ -34,9 +35,12 @@ from vlbeit_keras.tasks.image_text_classification import VLBEiTImageTextClassifi
 IMAGES_PER_EXAMPLE = 6
 
 
-def build_model(backbone, image_size=(96, 400), head_hidden_dim=None, **unused):
+def build_model(backbone, image_size=(96, 400), head_hidden_dim=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Binary image-text classifier, backbone resized to ``image_size``, compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTImageTextClassifier(backbone, num_classes=2, head_hidden_dim=head_hidden_dim)
     model.compile()
     return model
@@ -144,6 +148,7 @@ TASK = TaskSpec(
         "head_hidden_dim": None,
         "images_per_example": IMAGES_PER_EXAMPLE,
         "split": "dev",
+        "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
 )

@@ -28,6 +28,7 @@ from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
@@ -124,9 +125,12 @@ class VLBEiTNLVR2(VLBEiTTaskModel):
         return config
 
 
-def build_model(backbone, image_size=None, head_hidden_dim=None, **unused):
+def build_model(backbone, image_size=None, head_hidden_dim=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """NLVR2 model: backbone resized and given its third modality row, compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size, num_modality_types=3)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, num_modality_types=3, method=resize_method
+    )
     model = VLBEiTNLVR2(backbone, head_hidden_dim=head_hidden_dim)
     model.compile()
     return model
@@ -240,6 +244,7 @@ TASK = TaskSpec(
     export_predictions=export_predictions,
     record_keys=("images", "text", "label", "identifier"),
     metric_names=("accuracy", "consistency", "num_examples", "num_sentences"),
-    default_config={"image_size": None, "head_hidden_dim": None},
+    default_config={"image_size": None, "head_hidden_dim": None,
+                    "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
 )

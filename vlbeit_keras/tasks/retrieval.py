@@ -44,6 +44,7 @@ from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
@@ -270,12 +271,15 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
 
 
 # ---------------------------------------------------------------------------
-def build_model(backbone, image_size=None, use_itm=True, negative_sampling_seed=None, **unused):
+def build_model(backbone, image_size=None, use_itm=True, negative_sampling_seed=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Retrieval model on ``backbone`` (resized to ``image_size``), compiled.
 
     ``negative_sampling_seed`` seeds the model's hard-negative ``SeedGenerator``.
     """
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTRetrieval(backbone, use_itm=use_itm, seed=negative_sampling_seed)
     model.compile()
     return model
@@ -426,7 +430,10 @@ def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_siz
     image_values = [task_data.field(records[i], "image", int(i), source) for i in first]
 
     image_ds = task_data.columns_dataset({"image": image_values}, image_keys=("image",), source=source)
-    image_ds = image_ds.map(lambda r: image_preprocessor(r["image"])).batch(batch_size)
+    image_ds = image_ds.map(
+        lambda r: image_preprocessor(r["image"]), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).batch(batch_size)
     image_array = np.concatenate([np.asarray(b) for b in image_ds])
     text_ds = tf.data.Dataset.from_tensor_slices(np.array(texts, dtype=object).astype(str))
     packed = [text_preprocessor(b) for b in text_ds.batch(batch_size)]
@@ -520,6 +527,6 @@ TASK = TaskSpec(
                     "tr_mean", "ir_mean", "r_mean")
     ) + ("num_images", "num_texts"),
     default_config={"image_size": None, "use_itm": True, "negative_sampling_seed": None,
-                    "rerank_k": 32},
+                    "rerank_k": 32, "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
 )

@@ -40,6 +40,7 @@ from vlbeit_keras.metrics.vqa import vqa_soft_scores
 from vlbeit_keras.metrics.vqa_score import VQAScore
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
@@ -286,9 +287,11 @@ def make_dataset(
 
 
 def build_model(backbone, answer_vocabulary=None, num_answers=None, image_size=None,
-                head_hidden_dim=None, **unused):
+                head_hidden_dim=None, resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """VQA model on ``backbone`` (resized to ``image_size``), compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTVQA(
         backbone, answer_vocabulary=answer_vocabulary, num_answers=num_answers,
         head_hidden_dim=head_hidden_dim,
@@ -385,6 +388,7 @@ TASK = TaskSpec(
         "image_size": None,
         "head_hidden_dim": None,
         "revision": "current",
+        "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
 )
