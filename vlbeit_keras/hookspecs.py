@@ -104,8 +104,17 @@ def register_datasets(register):
 
     ``register(name, reader)``:
         name: str, e.g. ``"coco_captions"``, used as ``data.source`` in recipes.
-        reader: a callable or class that reads records of the dataset from
-            paths given as keyword arguments (see ``docs/data.md``).
+        reader: a callable taking paths and options as keyword arguments
+            (at least ``strict=False`` and ``report=None``, a shared
+            ``vlbeit_keras.data.readers.SkipReport``) and returning a list of
+            plain dict records (ideally a ``RecordList``) with the canonical
+            keys: ``image`` (str path) or ``images`` (list of str), ``text``,
+            ``image_id`` (str), ``split``, ``source`` (``"path:line"`` or
+            ``"path#record"``), plus per-task keys (``answers``, ``answer``,
+            ``question_id``, ``label``, ``identifier``). Bad records are
+            skipped through ``report.skip(source, field, reason)``, which
+            raises ``DataError`` in strict mode. Built-in readers are listed
+            in ``docs/data.md`` ("Supported formats").
     """
 
 
@@ -114,12 +123,26 @@ def register_visual_tokenizers(register):
     """Register visual tokenizers (image -> discrete visual-token ids per patch).
 
     Called: the first time the ``visual_tokenizers`` registry is read (MIM
-    targets in pretraining, ``recipes/train_visual_tokenizer.py``).
+    targets in pretraining, ``recipes/train_visual_tokenizer.py``,
+    ``vlbeit_keras.data.visual_tokenizers.get_visual_tokenizer``).
 
     ``register(name, tokenizer_cls)``:
-        name: str, used as ``visual_tokenizer.type`` in recipe configs.
-        tokenizer_cls: a class mapping an image batch (B, H, W, 3) float32 to
-            int32 ids (B, num_patches) (see ``docs/plugins.md``).
+        name: str, used as ``tokenizer.type`` in recipe configs
+            (built in: ``"random_projection"``, ``"kmeans"``).
+        tokenizer_cls: a Keras layer class, ideally a subclass of
+            ``vlbeit_keras.data.visual_tokenizers.VisualTokenizer``, constructed
+            as ``tokenizer_cls(patch_size=int, codebook_size=int, **options)``.
+            Contract (``docs/data.md``, "Visual tokenizers"): attributes
+            ``patch_size`` and ``codebook_size``; ``tokenizer(images)`` with
+            float (B, H, W, 3) in [-1, 1] (H, W multiples of ``patch_size``)
+            returns int32 (B, (H / p) * (W / p)) ids in [0, codebook_size),
+            row-major over the patch grid, computed with ``keras.ops`` only in
+            float32, with non-trainable weights; ``get_config`` round-trips and
+            the class is registered with
+            ``keras.saving.register_keras_serializable``. Optional:
+            ``fit_codebook(images, **kwargs) -> dict`` of usage statistics, used
+            by the training recipe. Every registered tokenizer runs through
+            ``tests/data/test_visual_tokenizers.py::test_contract``.
     """
 
 

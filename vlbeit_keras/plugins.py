@@ -27,7 +27,6 @@ import dataclasses
 import importlib
 import importlib.metadata
 import os
-import sys
 import threading
 import traceback
 import warnings
@@ -43,6 +42,10 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 # Built-in parts, registered through the same hooks as external plugins.
 DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.experts",
+    "vlbeit_keras.default_plugins.objectives",
+    "vlbeit_keras.default_plugins.datasets",
+    "vlbeit_keras.default_plugins.demo_data",
+    "vlbeit_keras.default_plugins.visual_tokenizers",
     "vlbeit_keras.default_plugins.tasks",
 )
 

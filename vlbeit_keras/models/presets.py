@@ -34,7 +34,7 @@ BACKBONE_PRESETS = {
         "metadata": {
             "description": "4 layers, d=128, 4 heads, VL-FFN in the top 1; 64 px images "
             "(4x4 grid), text 16, vocabulary 1,000. For CPU demos.",
-            "params": 1_700_000,
+            "params": 1_698_912,
         },
         "config": {
             **_COMMON,
@@ -68,7 +68,7 @@ BACKBONE_PRESETS = {
         "metadata": {
             "description": "VLMo Base+ shape: 24 layers, d=544, 16 heads, VL-FFN in the top 3, "
             "absolute positions, no layerscale.",
-            "params": None,
+            "params": 166_863_840,
         },
         "config": {
             **_COMMON, "num_layers": 24, "num_heads": 16, "hidden_dim": 544,

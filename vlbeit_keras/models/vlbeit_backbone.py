@@ -195,6 +195,7 @@ class VLBEiTBackbone(Backbone):
         )
         images = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
         outputs = self.encode_image_text(token_ids, padding_mask, images)
+        kwargs.setdefault("name", "vlbeit_backbone")
         super().__init__(
             inputs={"token_ids": token_ids, "padding_mask": padding_mask, "images": images},
             outputs=outputs,

@@ -1,0 +1,1 @@
+"""Training runs behind the recipes (pretraining, fine-tuning)."""
