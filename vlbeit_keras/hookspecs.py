@@ -82,9 +82,10 @@ def register_heads(register):
             ``name``, bundling ``build_model(backbone, **config)`` (returns a
             compiled Keras model taking the backbone as a constructor
             argument, its loss owned through compile defaults or
-            ``compute_loss``), ``make_dataset(records, *, text_preprocessor,
-            image_preprocessor, batch_size, training, seed, **config)`` (a
-            tf.data dataset of model inputs from reader records),
+            ``compute_loss``), ``make_dataset(records, *, tokenizer,
+            image_config, text_length, batch_size, training, seed, **config)``
+            (a tf.data dataset of model inputs from reader records, built on
+            ``vlbeit_keras.data.pipeline``),
             ``evaluate(model, records, ...) -> (metrics, predictions)``,
             ``export_predictions(predictions, path)``, ``metric_names``,
             ``default_config`` and optionally ``example`` (synthetic records

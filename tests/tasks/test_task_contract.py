@@ -11,7 +11,7 @@ import pytest
 import vlbeit_keras
 from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import VLBEiTTaskModel
-from vlbeit_keras.tasks.data import ImagePreprocessor
+from vlbeit_keras.data.image_preprocessing import ImagePreprocessingConfig
 
 BUILT_INS = ("vqa", "nlvr2", "nlvr", "retrieval", "image_classification", "image_text_classification")
 
@@ -41,7 +41,7 @@ def _deterministic(name, outputs):
 
 
 @pytest.mark.parametrize("name", vlbeit_keras.get_registry("heads").names())
-def test_task_contract(name, tiny_backbone, text_preprocessor, tmp_path, to_numpy):
+def test_task_contract(name, tiny_backbone, tokenizer, tmp_path, to_numpy):
     spec = vlbeit_keras.get_registry("heads").get(name)
     if spec.example is None:
         pytest.skip(f"task {name!r} provides no example records")
@@ -50,13 +50,15 @@ def test_task_contract(name, tiny_backbone, text_preprocessor, tmp_path, to_nump
     model = spec.build_model(tiny_backbone, **config)
     assert isinstance(model, spec.model_cls)
     assert model.compiled
-    image_preprocessor = ImagePreprocessor(model.backbone.image_size)
-    io = {"text_preprocessor": text_preprocessor, "image_preprocessor": image_preprocessor}
+    image_config = ImagePreprocessingConfig(model.backbone.image_size, augment=True)
+    io = {"tokenizer": tokenizer, "image_config": image_config,
+          "text_length": model.backbone.max_text_length}
 
     train = spec.make_dataset(records, batch_size=4, training=True, seed=0, **io, **config)
-    history = model.fit(train, epochs=1, verbose=0, shuffle=False)
+    history = model.fit(train, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][-1])
 
+    io["image_config"] = ImagePreprocessingConfig(model.backbone.image_size)
     metrics, predictions = spec.evaluate(model, records, batch_size=4, **io, **config)
     assert set(metrics) <= set(spec.metric_names)
     assert all(np.isfinite(v) for v in metrics.values())
