@@ -25,11 +25,11 @@ from vlbeit_keras.metrics.nlvr import nlvr_image_key
 from vlbeit_keras.metrics.nlvr import nlvr_metrics
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks import image_text_classification as itc_task
-from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.image_text_classification import VLBEiTImageTextClassifier
 
 IMAGES_PER_EXAMPLE = 6

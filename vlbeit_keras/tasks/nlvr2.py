@@ -25,13 +25,13 @@ from keras import ops
 from vlbeit_keras.layers.classifier_head import MLPClassifierHead
 from vlbeit_keras.metrics.nlvr import nlvr2_metrics
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
-from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
 from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import VLBEiTTaskModel
 
 SECOND_IMAGE_MODALITY = 2
 INPUT_KEYS = ("token_ids", "padding_mask", "images")

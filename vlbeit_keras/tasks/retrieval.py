@@ -41,13 +41,13 @@ from keras import ops
 from vlbeit_keras.metrics.retrieval import retrieval_recall
 from vlbeit_keras.metrics.retrieval import unique_images
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
-from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
 from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import VLBEiTTaskModel
 
 INPUT_KEYS = ("token_ids", "padding_mask", "images")
 _MASKED_LOGIT = -1e9

@@ -39,11 +39,11 @@ from vlbeit_keras.metrics.vqa import normalize_answer
 from vlbeit_keras.metrics.vqa import vqa_soft_scores
 from vlbeit_keras.metrics.vqa_score import VQAScore
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.image_text_classification import VLBEiTImageTextClassifier
 
 # Max. distinct answers with a non-zero score per question (10 annotators).
