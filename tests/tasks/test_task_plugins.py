@@ -1,4 +1,8 @@
-"""A third-party plugin adds a task through the same `register_heads` hook."""
+"""A third-party plugin adds a task through the same `register_heads` hook.
+
+The inline task is named ``snli_ve_inline``: the real SNLI-VE plugin package
+(``plugins/vlbeit-snli-ve``, installed by ``make setup``) owns ``snli_ve``.
+"""
 
 import dataclasses
 import types
@@ -8,6 +12,7 @@ import pytest
 
 import vlbeit_keras
 from vlbeit_keras.hookspecs import hookimpl
+from vlbeit_keras.plugins import DuplicateRegistrationError
 from vlbeit_keras.plugins import manager
 from vlbeit_keras.tasks import image_text_classification as itc
 
@@ -27,7 +32,7 @@ def snli_ve_plugin():
         return [dict(r, label=names[r["label"]]) for r in records], {"image_size": config["image_size"]}
 
     spec = dataclasses.replace(
-        itc.TASK, name="snli_ve", description="SNLI-VE 3-way visual entailment",
+        itc.TASK, name="snli_ve_inline", description="SNLI-VE 3-way visual entailment",
         build_model=lambda backbone, **config: itc.build_model(backbone, **dict(config, num_classes=3)),
         make_dataset=make_dataset, example=example,
         default_config={"image_size": None, "head_hidden_dim": None},
@@ -36,7 +41,7 @@ def snli_ve_plugin():
 
     @hookimpl
     def register_heads(register):
-        register("snli_ve", spec)
+        register("snli_ve_inline", spec)
 
     plugin.register_heads = register_heads
     manager.register_plugin(plugin, "snli_ve_plugin", "snli-ve-plugin 0.1")
@@ -48,8 +53,8 @@ def snli_ve_plugin():
 
 def test_plugin_task_is_found_built_and_trained(snli_ve_plugin, tiny_backbone, io):
     registry = vlbeit_keras.get_registry("heads")
-    spec = registry.get("snli_ve")
-    assert registry.entry("snli_ve").plugin.distribution == "snli-ve-plugin 0.1"
+    spec = registry.get("snli_ve_inline")
+    assert registry.entry("snli_ve_inline").plugin.distribution == "snli-ve-plugin 0.1"
     records, config = spec.example(4, tiny_backbone.image_size)
     model = spec.build_model(tiny_backbone, **spec.config(**config))
     ds = spec.make_dataset(records, batch_size=2, training=True, seed=0, **io)
@@ -66,9 +71,8 @@ def test_duplicate_task_name_is_rejected(tiny_backbone):
         register("vqa", itc.TASK)
 
     plugin.register_heads = register_heads
-    manager.register_plugin(plugin, "dup_plugin")
-    try:
-        with pytest.raises(ValueError, match="Duplicate heads name 'vqa'"):
-            vlbeit_keras.get_registry("heads")
-    finally:
-        manager.unregister_plugin("dup_plugin")
+    # Runtime registration raises at once and leaves nothing registered.
+    with pytest.raises(DuplicateRegistrationError, match="Duplicate heads name 'vqa'"):
+        manager.register_plugin(plugin, "dup_plugin")
+    assert "dup_plugin" not in [p.name for p in manager.plugins()]
+    assert vlbeit_keras.get_registry("heads").entry("vqa").plugin.builtin

@@ -22,7 +22,9 @@ try:
     from vlbeit_snli_ve import SmoothedSparseCrossEntropy
     from vlbeit_snli_ve import SNLIVEClassifier
     from vlbeit_snli_ve import read_snli_ve
+    from vlbeit_snli_ve.task import accuracy_metrics
     from vlbeit_snli_ve.task import label_id
+    from vlbeit_snli_ve.task import predictions_from_logits
 except (ImportError, importlib.metadata.PackageNotFoundError) as exc:  # pragma: no cover
     MISSING = (
         f"vlbeit-snli-ve is not installed ({exc}); run the README setup (`make setup`, "
@@ -32,9 +34,8 @@ except (ImportError, importlib.metadata.PackageNotFoundError) as exc:  # pragma:
 import vlbeit_keras
 from vlbeit_keras.data.readers import DataError
 from vlbeit_keras.data.readers import SkipReport
-from vlbeit_keras.tasks.data import ImagePreprocessor
+from vlbeit_keras.data.image_preprocessing import ImagePreprocessingConfig
 from vlbeit_keras.tasks.data import RecordError
-from vlbeit_keras.tasks.data import as_text_preprocessor
 
 WORDS = "two women are embracing the sisters hugging a man sleeping people outside dog".split()
 
@@ -149,28 +150,20 @@ def test_model_has_three_classes_only():
         SNLIVEClassifier(backbone, label_smoothing=1.0)
 
 
-class FixedLogits:
-    """Stands in for a model in `evaluate`: returns preset logits."""
-
-    def __init__(self, logits):
-        self.logits = np.asarray(logits, "float32")
-
-    def predict(self, dataset, verbose=0):
-        return self.logits
-
-
-def test_evaluate_accuracy_per_class_and_export(snli_files, tmp_path):
+def test_accuracy_per_class_predictions_and_export(snli_files, tmp_path):
     path, images = snli_files
     records = read_snli_ve(path, images, report=SkipReport(max_warnings=0))  # gold: n, e, c, e
-    logits = [[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 1]]  # predicted: n, e, e, c
-    text = as_text_preprocessor(keras_tokenizer(), 8)
-    metrics, predictions = TASK.evaluate(FixedLogits(logits), records, text_preprocessor=text,
-                                         image_preprocessor=ImagePreprocessor(32), batch_size=2)
+    logits = np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 1]], "float32")  # predicted: n, e, e, c
+    gold = [r["label"] for r in records]
+    metrics = accuracy_metrics(logits, gold)
     assert metrics == {"accuracy": 0.5, "accuracy_entailment": 0.5, "accuracy_neutral": 1.0,
                        "accuracy_contradiction": 0.0}
     assert set(metrics) <= set(TASK.metric_names)
+    predictions = predictions_from_logits(records, logits)
     assert predictions[2]["prediction"] == "entailment" and predictions[2]["gold_label"] == "contradiction"
-    assert predictions[0]["pair_id"] == "4705552913.jpg#2r1n" and len(predictions[0]["probabilities"]) == 3
+    assert predictions[0]["pair_id"] == "4705552913.jpg#2r1n" and predictions[0]["image_id"] == "4705552913"
+    np.testing.assert_allclose(predictions[0]["probabilities"], np.exp([0, 1, 0]) / np.exp([0, 1, 0]).sum(),
+                               rtol=1e-5)
     out = TASK.export_predictions(predictions, tmp_path / "snli_ve_dev_predictions.jsonl")
     assert [json.loads(line) for line in open(out)] == predictions
 
@@ -190,17 +183,18 @@ def test_reads_trains_evaluates_and_reloads(snli_files, tmp_path):
     config = TASK.config(label_smoothing=0.1)
     model = TASK.build_model(backbone, **config)
     assert isinstance(model, SNLIVEClassifier) and model.compiled
-    io = {"text_preprocessor": as_text_preprocessor(keras_tokenizer(), backbone.max_text_length),
-          "image_preprocessor": ImagePreprocessor(backbone.image_size)}
+    io = {"tokenizer": keras_tokenizer(), "text_length": backbone.max_text_length,
+          "image_config": ImagePreprocessingConfig(image_size=backbone.image_size)}
     train = TASK.make_dataset(records, batch_size=2, training=True, seed=0, **io, **config)
     x, y = next(iter(train))
     assert tuple(x["images"].shape) == (2, 32, 32, 3) and y.dtype == "int32"
     before = [np.array(v) for v in model.classifier.weights]
-    history = model.fit(train, epochs=1, verbose=0)
+    history = model.fit(train, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(a, np.array(b)) for a, b in zip(before, model.classifier.weights))
-    metrics, predictions = TASK.evaluate(model, records, batch_size=2, **io, **config)
+    metrics, predictions = TASK.evaluate(model, records, batch_size=3, **io, **config)
     assert 0.0 <= metrics["accuracy"] <= 1.0 and len(predictions) == len(records)
+    assert [p["gold_label"] for p in predictions] == [r["gold_label"] for r in records]
     model.save(tmp_path / "snli_ve.keras")
     loaded = keras.saving.load_model(tmp_path / "snli_ve.keras")
     assert type(loaded) is SNLIVEClassifier and loaded.label_smoothing == 0.1

@@ -17,12 +17,14 @@ import keras
 import numpy as np
 
 from vlbeit_keras.tasks import image_text_classification as itc
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
 from vlbeit_keras.tasks.data import RecordError
 from vlbeit_keras.tasks.data import field
+from vlbeit_keras.tasks.data import require
 
 from vlbeit_snli_ve.reader import LABEL_IDS
 from vlbeit_snli_ve.reader import LABELS
@@ -122,68 +124,98 @@ def label_id(value, index, source=None):
     )
 
 
-def build_model(backbone, image_size=None, head_hidden_dim=None, label_smoothing=0.0, **unused):
-    """An :class:`SNLIVEClassifier` on ``backbone`` (resized to ``image_size``), compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+def build_model(backbone, image_size=None, head_hidden_dim=None, label_smoothing=0.0,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
+    """An :class:`SNLIVEClassifier` on ``backbone``, compiled.
+
+    ``image_size`` (int or (H, W)) resizes the backbone first (position
+    tables interpolated with ``resize_method``, see ``docs/finetuning.md``).
+    """
+    backbone = maybe_resize_backbone(backbone, image_size=image_size, method=resize_method)
     model = SNLIVEClassifier(backbone, head_hidden_dim=head_hidden_dim, label_smoothing=label_smoothing)
     model.compile()
     return model
 
 
-def make_dataset(records, *, text_preprocessor, image_preprocessor, batch_size, training=False,
-                 seed=None, source=None, **unused):
+def make_dataset(records, *, tokenizer, image_config, text_length, batch_size, training=False,
+                 seed=0, start_step=0, report=None, source=None, **unused):
     """Records (``image``, ``text``, ``label``) -> ``tf.data`` batches of (x, y).
 
-    ``label`` is a class name or id (:func:`label_id`); ``y`` is int32 (B,).
+    ``label`` is a class name or id (:func:`label_id`); ``y`` is int32 (B,);
     ``x``: ``token_ids``, ``padding_mask`` (B, T), ``images`` (B, H, W, 3).
+    Built on the project input pipeline (``vlbeit_keras.tasks.data``: the
+    common adapter arguments, infinite training datasets, ``start_step``
+    resumption, undecodable images reported to ``report``).
 
     Raises:
         RecordError: a record lacks a field or has a bad label.
     """
     records = [
-        dict(r, label=label_id(field(r, "label", i, source), i, source)) for i, r in enumerate(records)
+        dict(r, label=label_id(field(r, "label", i, source), i, source))
+        for i, r in enumerate(require(records, source))
     ]
     return itc.make_dataset(
-        records, text_preprocessor=text_preprocessor, image_preprocessor=image_preprocessor,
-        batch_size=batch_size, training=training, seed=seed, num_classes=NUM_CLASSES, source=source,
+        records, tokenizer=tokenizer, image_config=image_config, text_length=text_length,
+        batch_size=batch_size, training=training, seed=seed, start_step=start_step, report=report,
+        num_classes=NUM_CLASSES, source=source,
     )
 
 
-def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_size=32, **config):
-    """Accuracy, overall and per gold class, and per-record predictions.
+def accuracy_metrics(logits, gold):
+    """``accuracy`` and per gold class ``accuracy_<class>`` (fractions).
 
-    Returns:
-        ``(metrics, predictions)``: ``metrics`` = ``{"accuracy",
-        "accuracy_entailment", "accuracy_neutral", "accuracy_contradiction"}``
-        (fractions; a class absent from ``records`` is left out);
-        ``predictions`` = one dict per record, in order: ``index``,
-        ``pair_id`` and ``image_id`` (when the record has them),
-        ``prediction`` and ``gold_label`` (class names), ``probabilities``
-        (3 floats, class order :data:`LABELS`).
+    Args:
+        logits: float (N, 3); gold: int (N,) class ids. A class absent from
+            ``gold`` gets no per-class entry.
     """
-    records = list(records)
-    logits = itc.predict_logits(
-        model, records, text_preprocessor=text_preprocessor, image_preprocessor=image_preprocessor,
-        batch_size=batch_size, dataset_fn=make_dataset, **config,
-    )
-    gold = np.array([label_id(r["label"], i) for i, r in enumerate(records)])
-    predicted = logits.argmax(-1)
+    predicted = np.asarray(logits).argmax(-1)
+    gold = np.asarray(gold)
     correct = predicted == gold
     metrics = {"accuracy": float(correct.mean())}
     for k, name in enumerate(LABELS):
         if np.any(gold == k):
             metrics[f"accuracy_{name}"] = float(correct[gold == k].mean())
-    probabilities = itc._softmax(logits)
+    return metrics
+
+
+def predictions_from_logits(records, logits):
+    """One dict per record, in order: ``index``, ``pair_id`` and ``image_id``
+    (when the record has them), ``prediction`` and ``gold_label`` (class
+    names; ``gold_label`` only when the record is labelled) and
+    ``probabilities`` (3 floats, class order :data:`LABELS`)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
     predictions = []
     for i, record in enumerate(records):
         item = {"index": i}
         for key in ("pair_id", "image_id"):
             if record.get(key) is not None:
                 item[key] = record[key]
-        item.update(prediction=LABELS[predicted[i]], gold_label=LABELS[gold[i]],
-                    probabilities=probabilities[i].round(6).tolist())
+        item["prediction"] = LABELS[int(logits[i].argmax())]
+        if record.get("label") is not None:
+            item["gold_label"] = LABELS[label_id(record["label"], i)]
+        item["probabilities"] = probabilities[i].round(6).tolist()
         predictions.append(item)
-    return metrics, predictions
+    return predictions
+
+
+def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=None, source=None,
+             **config):
+    """Accuracy, overall and per gold class, and per-record predictions.
+
+    Returns:
+        ``(metrics, predictions)``: :func:`accuracy_metrics` and
+        :func:`predictions_from_logits` of the model's logits.
+
+    Raises:
+        RecordError: a record lacks ``label`` or has a bad one.
+    """
+    records = require(records, source)
+    gold = np.array([label_id(field(r, "label", i, source), i, source) for i, r in enumerate(records)])
+    logits = itc.predict_logits(model, records, tokenizer=tokenizer, image_config=image_config,
+                                batch_size=batch_size, report=report, source=source)
+    return accuracy_metrics(logits, gold), predictions_from_logits(records, logits)
 
 
 def export_predictions(predictions, path):
@@ -215,6 +247,7 @@ TASK = TaskSpec(
     export_predictions=export_predictions,
     record_keys=("image", "text", "label"),
     metric_names=("accuracy", *(f"accuracy_{name}" for name in LABELS)),
-    default_config={"image_size": None, "head_hidden_dim": None, "label_smoothing": 0.0},
+    default_config={"image_size": None, "head_hidden_dim": None, "label_smoothing": 0.0,
+                    "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
 )
