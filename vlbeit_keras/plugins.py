@@ -47,6 +47,7 @@ DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.demo_data",
     "vlbeit_keras.default_plugins.visual_tokenizers",
     "vlbeit_keras.default_plugins.tasks",
+    "vlbeit_keras.default_plugins.converters",
 )
 
 # Registry kind -> hook name.
