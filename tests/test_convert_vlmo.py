@@ -3,7 +3,6 @@ round trips, the full VLMo-Base key sets, .pt loading, resizing, and errors
 that name the file/key and leave no output behind."""
 
 import json
-import math
 import os
 import pathlib
 import subprocess
@@ -20,18 +19,26 @@ from tests.conftest import shared_path
 from tests.helpers.vlmo_state_dicts import random_state_dict
 from vlbeit_keras.cli import main as cli_main
 from vlbeit_keras.converters import CheckpointError
+from vlbeit_keras.converters import Conversion
 from vlbeit_keras.converters import convert_checkpoint
 from vlbeit_keras.converters import export_checkpoint
 from vlbeit_keras.converters import get_converter
 from vlbeit_keras.converters import load_conversion
 from vlbeit_keras.converters import load_task
 from vlbeit_keras.converters import read_state_dict
+from vlbeit_keras.converters.parity import OUTPUT_SOURCES
+from vlbeit_keras.converters.parity import vlmo_outputs
 from vlbeit_keras.converters.vlmo import VLMoConverter
 from vlbeit_keras.plugins import get_registry
 from vlbeit_keras.utils import resize
 
 FIXTURE = ("fixtures", "vlmo_reference", "config_a")
-BASE_KEYS = ("fixtures", "vlmo_reference", "vlmo_base_keys.json")
+KEY_FILES = {
+    "base": ("fixtures", "vlmo_reference", "vlmo_base_keys.json"),
+    "large": ("fixtures", "vlmo_reference", "vlmo_large_keys.json"),
+}
+# (layers, heads, VL-FFN layers) of the official constructors.
+ARCHS = {"base": (12, 12, 2), "large": (24, 16, 3)}
 LAYOUTS = ("pretrain_mlm_itm_itc", "finetune_vqa", "finetune_nlvr2", "finetune_irtr")
 LAYOUT_TASKS = {
     "pretrain_mlm_itm_itc": {"pretraining", "retrieval"},
@@ -47,47 +54,14 @@ def np_(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
-def l2n(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+ALL_OUTPUTS = set(OUTPUT_SOURCES)
 
 
 def our_outputs(backbone, tasks, extras, inputs):
-    """Our arrays under the fixture's output names."""
-    ids = inputs["text_ids"].astype("int32")
-    mask = inputs["text_masks"].astype("int32")
-    images = inputs["image_nhwc"]
-    fused = backbone({"token_ids": ids, "padding_mask": mask, "images": images})
-    text = backbone.encode_text(ids, mask)["text_sequence_output"]
-    text_vl = backbone.encode_text(ids, mask, use_vl_expert=True)["text_sequence_output"]
-    image = backbone.encode_image(images)["image_sequence_output"]
-    image_vl = backbone.encode_image(images, use_vl_expert=True)["image_sequence_output"]
-    out = {
-        "vl_text_feats": fused["text_sequence_output"],
-        "vl_image_feats": fused["image_sequence_output"],
-        "vl_cls_feats": fused["pooled_output"],
-        "text_feats": text,
-        "text_vlffn_feats": text_vl,
-        "image_feats": image,
-        "image_vlffn_feats": image_vl,
-    }
-    # MLM head on every text position (the fixture applies it to unmasked text).
-    positions = np.tile(np.arange(ids.shape[1], dtype="int32"), (ids.shape[0], 1))
-    out["vl_mlm_logits"] = tasks["pretraining"].mlm_head(fused["text_sequence_output"],
-                                                          mask_positions=positions)
-    retrieval = tasks["retrieval"]
-    out["vl_itm_logits"] = retrieval.itm_logits(ids, mask, images)
-    out["text_cls_feats"] = retrieval.text_embeddings(ids, mask)
-    out["image_cls_feats"] = retrieval.image_embeddings(images)
-    out["itc_logits_per_image"] = retrieval(
-        {"token_ids": ids, "padding_mask": mask, "images": images})["logits_per_image"]
-    # VL-FFN contrastive branch: no place in the retrieval task; its arrays are kept
-    # in the extras, applied here to our VL-expert features.
-    out = {k: np_(v) for k, v in out.items()}
-    text_vl_cls = l2n(out["text_vlffn_feats"][:, 0] @ extras["itc_vl_text_proj.fc.weight"].T)
-    image_vl_cls = l2n(out["image_vlffn_feats"][:, 0] @ extras["itc_vl_image_proj.fc.weight"].T)
-    out["text_cls_vlffn_feats"] = text_vl_cls
-    out["image_cls_vlffn_feats"] = image_vl_cls
-    out["itc_vl_logits_per_image"] = math.exp(float(extras["logit_vl_scale"])) * image_vl_cls @ text_vl_cls.T
+    """Our arrays under the fixture's output names (all 15 of them)."""
+    conversion = Conversion(backbone, tasks, extras, {}, "vlmo")
+    out = vlmo_outputs(conversion, inputs["text_ids"], inputs["text_masks"], inputs["image_nhwc"])
+    assert set(out) == ALL_OUTPUTS
     return out
 
 
@@ -118,12 +92,21 @@ def converted_dir(fixture_dir, tmp_path_factory):
 _SHRUNK = {}
 
 
-def shrunk(layout):
-    """(state dict, conversion) of a proportionally shrunk VLMo-Base layout (cached)."""
-    if layout not in _SHRUNK:
-        state = random_state_dict(shared_path(*BASE_KEYS), layout, shrink=True)
-        _SHRUNK[layout] = (state, VLMoConverter().convert(state, source=layout))
-    return _SHRUNK[layout]
+def shrunk(layout, model="base"):
+    """(state dict, conversion) of a proportionally shrunk VLMo layout (cached)."""
+    if (model, layout) not in _SHRUNK:
+        state = random_state_dict(shared_path(*KEY_FILES[model]), layout, shrink=True)
+        _SHRUNK[model, layout] = (state, VLMoConverter().convert(state, source=layout))
+    return _SHRUNK[model, layout]
+
+
+def _load_recipe(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def leftovers(parent, name):
@@ -171,6 +154,9 @@ def test_cli_conversion_matches_official_outputs(converted_dir, fixture_dir):
     extras = dict(np.load(converted_dir / "vlmo_unmapped.npz"))
     ours = our_outputs(backbone, tasks, extras, np.load(fixture_dir / "inputs.npz"))
     assert_matches_fixture(ours, fixture_dir)
+    # The verification recipe reads the same folder.
+    recipe = _load_recipe("verify_vlmo_parity")
+    assert recipe.main([str(converted_dir), str(fixture_dir)]) == 0
     # A task loaded on its own brings its own backbone with the same weights.
     alone = load_task(converted_dir, "retrieval")
     for a, b in zip(alone.backbone.weights, backbone.weights):
@@ -200,8 +186,8 @@ def test_export_round_trip_is_identical(converted_dir, fixture_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# The full VLMo-Base key sets
-def _check_layout(layout, state, conversion):
+# The full VLMo-Base (and -Large) key sets
+def _check_layout(layout, state, conversion, model="base"):
     report = conversion.report
     assert set(conversion.tasks) == LAYOUT_TASKS[layout]
     assert report["unexpected"] == []
@@ -212,7 +198,7 @@ def _check_layout(layout, state, conversion):
                             "logit_vl_scale"}
     assert set(report["unused"]) == expected_unused
     config = conversion.backbone.get_config()
-    assert (config["num_layers"], config["num_heads"], config["num_vl_layers"]) == (12, 12, 2)
+    assert (config["num_layers"], config["num_heads"], config["num_vl_layers"]) == ARCHS[model]
     assert (config["image_size"], config["patch_size"]) == ([224, 224], 16)
     assert (config["max_text_length"], config["relative_text_length"]) == (40, 196)
     assert config["num_modality_types"] == (3 if layout == "finetune_nlvr2" else 2)
@@ -225,19 +211,26 @@ def _check_layout(layout, state, conversion):
         np.testing.assert_array_equal(exported[key], value, err_msg=key)
 
 
+@pytest.mark.parametrize("model", ("base", "large"))
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_shrunk_base_key_sets_convert_and_round_trip(layout):
-    state, conversion = shrunk(layout)
-    _check_layout(layout, state, conversion)
+def test_shrunk_official_key_sets_convert_and_round_trip(layout, model):
+    """Every official key name, every dimension shrunk (d 768 -> 24, 1024 -> 32, ...)."""
+    state, conversion = shrunk(layout, model)
+    _check_layout(layout, state, conversion, model)
+
+
+# Backbone parameters of the conversion (VLMo's count minus its unused 40 x d text table).
+FULL_PARAMS = {("base", False): 175990368, ("base", True): 175991136, ("large", False): 562553088}
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_full_base_key_sets_convert_and_round_trip(layout):
-    state = random_state_dict(shared_path(*BASE_KEYS), layout)
+@pytest.mark.parametrize("model, layout", [("base", layout) for layout in LAYOUTS]
+                         + [("large", "pretrain_mlm_itm_itc")])
+def test_full_official_key_sets_convert_and_round_trip(model, layout):
+    state = random_state_dict(shared_path(*KEY_FILES[model]), layout)
     conversion = VLMoConverter().convert(state, source=layout)
-    assert conversion.backbone.count_params() == (175991136 if layout == "finetune_nlvr2" else 175990368)
-    _check_layout(layout, state, conversion)
+    assert conversion.backbone.count_params() == FULL_PARAMS[model, layout == "finetune_nlvr2"]
+    _check_layout(layout, state, conversion, model)
 
 
 def _mlp_head(x, state, prefix):
@@ -428,6 +421,36 @@ def test_exported_tiny_backbone_converts_back_with_its_preset(tiny_config):
     with pytest.raises(CheckpointError, match=r"70 rows.*--source-image-size"):
         VLMoConverter().convert(state)
     assert VLMoConverter().convert(state, source_relative_text_length=8).backbone.image_size == (32, 32)
+
+
+def test_absolute_position_checkpoint_round_trip_and_resize(tiny_config):
+    # VLMo Base+ layout: absolute image/text positions, no layerscale, no relative table.
+    config = dict(tiny_config, position_mode="absolute", layerscale_init=None)
+    backbone = vlbeit_keras.VLBEiTBackbone(**config)
+    rng = np.random.default_rng(2)
+    for v in backbone.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    state = VLMoConverter().export(Conversion(backbone, {}, {}, {}, "vlmo"))
+    assert state["transformer.pos_embed"].shape == (1, 17, 32)
+    assert not any(k.endswith("gamma_1") for k in state) and "relative_position_bias_table" not in state
+    with pytest.raises(CheckpointError, match=r"--set num_heads"):
+        VLMoConverter().convert(state)
+    again = VLMoConverter().convert(state, overrides={"num_heads": 2})
+    assert again.report["source_config"]["layerscale_init"] is None
+    for a, b in zip(backbone.weights, again.backbone.weights):
+        np.testing.assert_array_equal(np_(a), np_(b), err_msg=a.path)
+    # Another resolution resizes the patch rows (bicubic), shorter text keeps the first rows.
+    moved = VLMoConverter().convert(state, overrides={"num_heads": 2, "image_size": 48,
+                                                      "max_text_length": 6})
+    pos = {v.path: np_(v) for v in moved.backbone.weights}
+    np.testing.assert_allclose(
+        pos["patch_embed/pos_embed"],
+        resize.resize_absolute_position_embeddings(state["transformer.pos_embed"][0], (4, 4), (6, 6)),
+        atol=1e-6)
+    np.testing.assert_array_equal(pos["text_embeddings/position_embeddings/embeddings"],
+                                  state["text_embeddings.position_embeddings.weight"][:6])
+    with pytest.raises(CheckpointError, match="exceeds the 8 absolute text positions"):
+        VLMoConverter().convert(state, overrides={"num_heads": 2, "max_text_length": 9})
 
 
 def test_non_square_grid_needs_the_image_size():

@@ -12,9 +12,13 @@ import numpy as np
 
 HEAD_PREFIXES = ("mlm_score.", "itm_score.", "itc_", "logit_scale", "logit_vl_scale",
                  "vqa_classifier.", "nlvr2_classifier.")
-# Base -> shrunk dimension sizes (d 768 -> 24 keeps 12 heads of width 2; the
-# relative table keeps its 1126 x 144 shape, so the grid, L0 and heads are the Base ones).
-SHRINK = {768: 24, 1536: 48, 2304: 72, 3072: 96, 30522: 50, 3129: 7}
+# Official -> shrunk dimension sizes by model_arch. Base: d 768 -> 24 keeps 12 heads
+# of width 2; Large: d 1024 -> 32 keeps 16 heads of width 2 (3d = 3072 -> 96 in
+# both). The relative table keeps its shape, so grid, L0 and heads stay official.
+SHRINK = {
+    "vlmo_base_patch16": {768: 24, 1536: 48, 2304: 72, 3072: 96, 30522: 50, 3129: 7},
+    "vlmo_large_patch16": {1024: 32, 2048: 64, 3072: 96, 4096: 128, 30522: 50, 3129: 7},
+}
 
 
 def layout_shapes(keys_json, layout, shrink=False):
@@ -22,6 +26,7 @@ def layout_shapes(keys_json, layout, shrink=False):
     with open(keys_json) as f:
         data = json.load(f)
     layouts = data["layouts"]
+    shrink_map = SHRINK[data["model_arch"]] if shrink else {}
     pretrain = layouts["pretrain_mlm_itm_itc"]["state_dict_shapes"]
     if layout == "pretrain_mlm_itm_itc":
         shapes = dict(pretrain)
@@ -36,7 +41,7 @@ def layout_shapes(keys_json, layout, shrink=False):
     buffers = layouts[layout]["buffers_in_state_dict"]
     out = {}
     for key, shape in shapes.items():
-        shape = [SHRINK.get(s, s) for s in shape] if shrink else list(shape)
+        shape = [shrink_map.get(s, s) for s in shape]
         dtype = buffers[key]["dtype"] if key in buffers else "float32"
         out[key] = (tuple(shape), dtype)
     return out

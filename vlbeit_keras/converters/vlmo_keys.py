@@ -192,9 +192,9 @@ def to_vlmo(value, kind):
     """Keras layout -> VLMo (PyTorch) layout (inverse of :func:`to_keras`)."""
     value = np.asarray(value)
     if kind == "linear":
-        return np.ascontiguousarray(value.T)
+        return value.T  # a view; writers make it contiguous
     if kind == "conv":
-        return np.ascontiguousarray(np.transpose(value, (3, 2, 0, 1)))
+        return np.transpose(value, (3, 2, 0, 1))
     if kind == "cls":
         return value.reshape(1, 1, -1)
     if kind == "pos":
