@@ -323,3 +323,16 @@ def test_parity_with_hf_on_real_captions(tmp_path, shared):
     ids = tok.tokenize(texts + EDGE_SENTENCES)
     assert any(tok.unk_token_id in list(row) for row in ids)  # the oracle also checks [UNK]
     assert any(tok.id_to_token(int(i)).startswith("##") for row in ids for i in row)
+
+
+def test_pack_with_several_lengths_after_a_call():
+    # Regression: packers are created lazily per length, also after the
+    # tokenizer has been called (built); this used to raise a Keras state-lock error.
+    from vlbeit_keras.data.demo_corpus import demo_tokenizer
+
+    tokenizer = demo_tokenizer()
+    short = tokenizer.pack(["a red circle"], 8)["token_ids"]
+    tokenizer(["a red circle"])
+    long = tokenizer.pack(["a red circle"], 12)["token_ids"]
+    assert tuple(short.shape) == (1, 8) and tuple(long.shape) == (1, 12)
+    assert list(np.asarray(long)[0, :5]) == list(np.asarray(short)[0, :5])

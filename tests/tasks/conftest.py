@@ -4,10 +4,9 @@ import keras_hub
 import numpy as np
 import pytest
 
+from vlbeit_keras.data.image_preprocessing import ImagePreprocessingConfig
 from vlbeit_keras.models.vlbeit_backbone import VLBEiTBackbone
 from vlbeit_keras.tasks.base import EXAMPLE_WORDS
-from vlbeit_keras.tasks.data import ImagePreprocessor
-from vlbeit_keras.tasks.data import as_text_preprocessor
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -24,13 +23,16 @@ def tokenizer():
 
 
 @pytest.fixture
-def text_preprocessor(tokenizer, tiny_config):
-    return as_text_preprocessor(tokenizer, tiny_config["max_text_length"])
+def image_config(tiny_config):
+    """Evaluation image transform at the tiny backbone's 32 x 32."""
+    return ImagePreprocessingConfig(image_size=tiny_config["image_size"])
 
 
 @pytest.fixture
-def image_preprocessor(tiny_config):
-    return ImagePreprocessor(tiny_config["image_size"])
+def io(tokenizer, image_config, tiny_config):
+    """The adapters' common keyword arguments for the tiny backbone."""
+    return {"tokenizer": tokenizer, "image_config": image_config,
+            "text_length": tiny_config["max_text_length"]}
 
 
 def _pair_inputs(rng, batch, text_length=8, image_size=(32, 32), vocab=100):

@@ -134,10 +134,12 @@ def test_absolute_position_backbone_resizes_pos_embed(tiny_config):
         resize.resize_absolute_position_embeddings(src, (4, 4), (5, 3)).astype("float32"), atol=1e-6)
 
 
-def test_incompatible_architectures_raise(tiny_backbone, tiny_config):
+def test_incompatible_architectures_and_unknown_methods_raise(tiny_backbone, tiny_config):
     other = VLBEiTBackbone(**dict(tiny_config, num_heads=4))
     with pytest.raises(ValueError, match="num_heads"):
         resize.load_backbone_weights_resized(tiny_backbone, other)
+    with pytest.raises(ValueError, match="resize method"):
+        resize.rebuild_backbone(tiny_backbone, method="bilinear", image_size=48)
 
 
 def test_source_can_be_a_preset_directory(tiny_backbone, tmp_path, tiny_config):
@@ -145,3 +147,13 @@ def test_source_can_be_a_preset_directory(tiny_backbone, tmp_path, tiny_config):
     target = VLBEiTBackbone(**dict(tiny_config, image_size=48))
     report = resize.load_backbone_weights_resized(str(tmp_path / "preset"), target)
     assert TABLE in report["resized"] and not report["missing"]
+
+
+def test_source_can_be_a_mapping_with_its_config(tiny_backbone, tiny_config):
+    arrays = {v.path: _numpy(v) for v in tiny_backbone.weights}
+    target = VLBEiTBackbone(**dict(tiny_config, image_size=(32, 48)))
+    with pytest.raises(ValueError, match="source_config"):
+        resize.load_backbone_weights_resized(arrays, target)
+    report = resize.load_backbone_weights_resized(arrays, target, source_config=tiny_config)
+    assert report["resized"] == [TABLE]
+    np.testing.assert_array_equal(_numpy(target.pooler.kernel), arrays["pooler/kernel"])

@@ -1,57 +1,64 @@
-"""Shared adapter pieces: text packing, image loading, record errors."""
+"""Shared adapter pieces: record checks, evaluation in record order."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from PIL import Image
 
+from vlbeit_keras.data import pipeline
 from vlbeit_keras.tasks import data
 
 
-def test_text_preprocessor_packs_cls_tokens_sep_pad(text_preprocessor, tokenizer):
-    out = text_preprocessor(tf.constant(["a red circle", "what color is the shape of the left one"]))
-    ids = np.asarray(out["token_ids"])
-    mask = np.asarray(out["padding_mask"])
-    cls, sep, pad = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
-    assert ids.shape == (2, 8) and ids.dtype == np.int32
-    assert ids[0].tolist()[:5] == [cls, tokenizer.token_to_id("a"), tokenizer.token_to_id("red"),
-                                    tokenizer.token_to_id("circle"), sep]
-    assert (ids[0, 5:] == pad).all() and mask[0].tolist() == [1] * 5 + [0] * 3
-    assert ids[1, 0] == cls and ids[1, -1] == sep and mask[1].all()  # truncated to T
-
-
-def test_image_preprocessor_decodes_files_and_normalises(tmp_path):
-    pixels = np.zeros((10, 20, 3), np.uint8)
-    pixels[:, 10:] = 255
-    Image.fromarray(pixels).save(tmp_path / "x.png")
-    Image.fromarray(pixels[..., 0], mode="L").save(tmp_path / "gray.png")
-    prep = data.ImagePreprocessor((10, 20), resize="none")
-    out = np.asarray(prep(tf.constant(str(tmp_path / "x.png"))))
-    assert out.shape == (10, 20, 3)
-    assert out[:, :10].max() == -1.0 and out[:, 10:].min() == 1.0
-    gray = np.asarray(prep(tf.constant(str(tmp_path / "gray.png"))))
-    assert gray.shape == (10, 20, 3)
-    resized = np.asarray(data.ImagePreprocessor((16, 8))(tf.constant(pixels)))
-    assert resized.shape == (16, 8, 3) and -1.0 <= resized.min() and resized.max() <= 1.0
-
-
 def test_record_errors_name_source_record_and_field():
-    with pytest.raises(data.RecordError, match=r"train.jsonl, record 3: missing field 'text'"):
-        data.field({"image": "x"}, "text", 3, "train.jsonl")
+    with pytest.raises(data.RecordError, match=r"train.jsonl, a.json:3, record 3: missing field 'text'"):
+        data.field({"image": "x", "source": "a.json:3"}, "text", 3, "train.jsonl")
     with pytest.raises(data.RecordError, match=r"record 2: field 'label' is not true/false"):
         data.binary_label("maybe", 2)
     assert data.binary_label("TRUE", 0) == 1 and data.binary_label(False, 0) == 0
+    with pytest.raises(data.RecordError, match="record 1: field 'text' must be a str"):
+        data.check_text([{"text": "a"}, {"text": 3}])
+    with pytest.raises(ValueError, match="No records"):
+        data.require([], "empty.json")
 
 
-def test_in_memory_images_of_different_sizes_are_rejected():
-    with pytest.raises(data.RecordError, match="different shapes"):
-        data.columns_dataset({"image": [np.zeros((2, 2, 3)), np.zeros((3, 2, 3))]}, image_keys=("image",))
+def test_image_config_must_match_the_model(tiny_backbone, image_config):
+    from vlbeit_keras.data.image_preprocessing import ImagePreprocessingConfig
+    from vlbeit_keras.tasks.image_text_classification import VLBEiTImageTextClassifier
+
+    model = VLBEiTImageTextClassifier(tiny_backbone, num_classes=2)
+    data.check_image_config(model, image_config)
+    with pytest.raises(ValueError, match=r"image_size=\(48, 48\)"):
+        data.check_image_config(model, ImagePreprocessingConfig(48))
 
 
-def test_training_dataset_smaller_than_a_batch_raises(text_preprocessor, image_preprocessor):
-    ds = data.columns_dataset({"image": [np.zeros((32, 32, 3), np.uint8)], "text": ["a"]},
-                              image_keys=("image",))
-    with pytest.raises(ValueError, match="would be empty"):
-        data.batch_and_map(ds, text_preprocessor=text_preprocessor,
-                           image_preprocessor=image_preprocessor, image_keys=("image",),
-                           to_inputs=lambda b: b, batch_size=2, training=True)
+def test_predictions_are_placed_by_record_index(tmp_path, tokenizer, image_config, rng):
+    from PIL import Image
+
+    good = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    records = [{"image": good, "text": "a red circle"},
+               {"image": str(bad), "text": "a blue square"},
+               {"image": good, "text": "two"}]
+    ds = data.image_text_dataset(records, tokenizer=tokenizer, image_config=image_config,
+                                 text_length=8, batch_size=2, labels=np.arange(3))
+    with pytest.warns(UserWarning):
+        with pytest.raises(ValueError, match=r"1 of 3 records were left out.*\[1\]"):
+            data.predict_in_record_order(lambda x: x["token_ids"][:, 1], ds, 3)
+    Image.fromarray(good).save(bad)
+    ds = data.image_text_dataset(records, tokenizer=tokenizer, image_config=image_config,
+                                 text_length=8, batch_size=2, labels=np.arange(3))
+    out = data.predict_in_record_order(lambda x: x["token_ids"][:, 1], ds, 3)
+    assert out.tolist() == [tokenizer.token_to_id(w) for w in ("a", "a", "two")]
+
+
+def test_training_datasets_are_infinite_and_seeded(tokenizer, image_config, rng):
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    records = [{"image": image, "text": t} for t in ("one", "two", "three")]
+
+    def first_ids(seed):
+        ds = data.image_text_dataset(records, tokenizer=tokenizer, image_config=image_config,
+                                     text_length=8, batch_size=2, training=True, seed=seed)
+        return [np.asarray(x["token_ids"][:, 1]).tolist() for x in ds.take(4)]
+
+    assert first_ids(0) == first_ids(0)
+    assert len(first_ids(0)) == 4  # 4 batches from 3 records: repeats
+    assert pipeline.steps_per_epoch(3, 2) >= 1

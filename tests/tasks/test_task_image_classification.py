@@ -39,8 +39,8 @@ def test_layer_decay_optimizer_is_default(tiny_backbone):
     assert "head/kernel" not in multipliers and "transformer/norm/gamma" not in multipliers
 
 
-def test_labels_are_validated(image_preprocessor, rng):
+def test_labels_are_validated(image_config, rng):
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="record 1: field 'label'"):
         ic.make_dataset([{"image": image, "label": 0}, {"image": image, "label": 7}],
-                        image_preprocessor=image_preprocessor, batch_size=2, num_classes=3)
+                        image_config=image_config, batch_size=2, num_classes=3)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from vlbeit_keras.tasks import nlvr
 from vlbeit_keras.tasks import nlvr2
-from vlbeit_keras.tasks.data import ImagePreprocessor
+from vlbeit_keras.data.image_preprocessing import ImagePreprocessingConfig
 from vlbeit_keras.utils.resize import rebuild_backbone
 
 
@@ -43,7 +43,7 @@ def test_nlvr2_build_model_expands_a_two_row_backbone(tiny_backbone):
     assert tiny_backbone.num_modality_types == 2
 
 
-def test_nlvr2_dataset_from_image_files(tmp_path, text_preprocessor, rng):
+def test_nlvr2_dataset_from_image_files(tmp_path, tokenizer, rng):
     paths = []
     for i in range(4):
         path = tmp_path / f"dev-{i}-0-img{i % 2}.png"
@@ -53,25 +53,24 @@ def test_nlvr2_dataset_from_image_files(tmp_path, text_preprocessor, rng):
                 "identifier": "dev-0-0-0"},
                {"images": [paths[2], paths[3]], "text": "two circles", "label": False,
                 "identifier": "dev-0-1-0"}]
-    ds = nlvr2.make_dataset(records, text_preprocessor=text_preprocessor,
-                            image_preprocessor=ImagePreprocessor(32), batch_size=2)
+    io = {"tokenizer": tokenizer, "image_config": ImagePreprocessingConfig(32), "text_length": 8}
+    ds = nlvr2.make_dataset(records, batch_size=2, **io)
     x, y = next(iter(ds))
     assert x["images"].shape == (2, 2, 32, 32, 3)
     assert np.asarray(y).tolist() == [1, 0]
     assert float(np.min(x["images"])) >= -1.0 and float(np.max(x["images"])) <= 1.0
     with pytest.raises(ValueError, match="record 0: field 'images' must be a pair"):
         nlvr2.make_dataset([{"images": paths[0], "text": "t", "label": "True"}],
-                           text_preprocessor=text_preprocessor,
-                           image_preprocessor=ImagePreprocessor(32), batch_size=1)
+                           batch_size=1, **io)
 
 
-def test_nlvr_non_square_grid_and_csv(tiny_backbone, text_preprocessor, tmp_path, rng):
+def test_nlvr_non_square_grid_and_csv(tiny_backbone, tokenizer, tmp_path, rng):
     # A 400x100-like aspect ratio on the tiny patch-8 model: 16 x 48 -> 2 x 6 grid.
     model = nlvr.build_model(tiny_backbone, image_size=(16, 48))
     assert model.backbone.grid_size == (2, 6)
     records, _ = nlvr.example(12, (16, 48), seed=1)
-    metrics, rows = nlvr.evaluate(model, records, text_preprocessor=text_preprocessor,
-                                  image_preprocessor=ImagePreprocessor((16, 48)), batch_size=6)
+    metrics, rows = nlvr.evaluate(model, records, tokenizer=tokenizer,
+                                  image_config=ImagePreprocessingConfig((16, 48)), batch_size=6)
     assert metrics["num_images"] == 12 and metrics["num_sentences"] == 1
     assert rows[0][0] == "dev-0-0-0.png" and rows[0][1] in ("true", "false")
     path = nlvr.export_predictions(rows, str(tmp_path / "predictions.csv"))
@@ -95,3 +94,20 @@ def test_nlvr2_prediction_csv(tmp_path):
     path = nlvr2.export_predictions(rows, str(tmp_path / "p.csv"))
     with open(path) as f:
         assert [tuple(r) for r in csv.reader(f)] == rows
+
+
+def test_real_nlvr_reader_records_on_a_non_square_grid(shared, tokenizer):
+    from vlbeit_keras.data.readers import read_nlvr
+
+    root = shared("data", "nlvr1", "dev")
+    examples = read_nlvr(str(root / "dev.json"))[:2]  # six images each
+    per_image = nlvr.per_image_records(examples)
+    assert len(per_image) == 12 and per_image[7]["image_index"] == 1
+    assert nlvr.image_name(per_image[7], 7) == f"dev-{examples[1]['identifier']}-1.png"
+    ds = nlvr.make_dataset(examples, tokenizer=tokenizer, text_length=8, batch_size=6,
+                           image_config=ImagePreprocessingConfig((96, 400), resize_mode="crop"))
+    x, y = next(iter(ds))
+    assert x["images"].shape == (6, 96, 400, 3)
+    assert np.asarray(y).tolist() == [int(examples[0]["label"])] * 6
+    pixels = np.asarray(x["images"])
+    assert pixels.min() >= -1.0 and pixels.max() <= 1.0 and pixels.std() > 0.05

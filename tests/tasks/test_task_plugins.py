@@ -46,18 +46,16 @@ def snli_ve_plugin():
         manager.unregister_plugin("snli_ve_plugin")
 
 
-def test_plugin_task_is_found_built_and_trained(snli_ve_plugin, tiny_backbone, text_preprocessor,
-                                                 image_preprocessor):
+def test_plugin_task_is_found_built_and_trained(snli_ve_plugin, tiny_backbone, io):
     registry = vlbeit_keras.get_registry("heads")
     spec = registry.get("snli_ve")
     assert registry.entry("snli_ve").plugin.distribution == "snli-ve-plugin 0.1"
     records, config = spec.example(4, tiny_backbone.image_size)
     model = spec.build_model(tiny_backbone, **spec.config(**config))
-    ds = spec.make_dataset(records, text_preprocessor=text_preprocessor,
-                           image_preprocessor=image_preprocessor, batch_size=2, training=True, seed=0)
+    ds = spec.make_dataset(records, batch_size=2, training=True, seed=0, **io)
     x, y = next(iter(ds))
     assert model(dict(x)).shape == (2, 3)
-    assert np.isfinite(model.fit(ds, epochs=1, verbose=0).history["loss"][0])
+    assert np.isfinite(model.fit(ds, steps_per_epoch=1, verbose=0).history["loss"][0])
 
 
 def test_duplicate_task_name_is_rejected(tiny_backbone):

@@ -78,15 +78,10 @@ def test_loss_is_symmetric_itc_plus_weighted_itm(tiny_backbone, rng, pair_inputs
     assert w[:4].tolist() == [1, 1, 1, 1]
     expected = (i2t + t2i) / 2 + (per * w).sum() / w.sum()
     assert loss == pytest.approx(expected, rel=1e-4)
-
-
-def test_itm_negatives_are_built_from_the_batch(tiny_backbone, rng, pair_inputs, to_numpy):
-    model = _model(tiny_backbone)
-    x = pair_inputs(rng, 3)
-    out = to_numpy(model(x, training=False))
+    # ITM rows: the B positives first, as the fused matching head scores them.
     positive = to_numpy(model.itm_logits(x["token_ids"], x["padding_mask"], x["images"]))
-    np.testing.assert_allclose(out["itm_logits"][:3], positive, atol=1e-5)
-    assert out["itm_logits"].shape == (9, 2)
+    np.testing.assert_allclose(out["itm_logits"][:4], positive, atol=1e-5)
+    assert out["itm_logits"].shape == (12, 2)
 
 
 def test_itc_only_model_has_no_itm_head(tiny_backbone, rng, pair_inputs):
@@ -103,33 +98,40 @@ def test_rerank_places_fused_scores_first_and_keeps_the_rest_in_order():
     assert out[0, 1] == pytest.approx(2.8)
 
 
-def test_evaluate_matches_metric_on_the_model_scores(tiny_backbone, text_preprocessor,
-                                                     image_preprocessor, to_numpy):
+def test_evaluate_matches_metric_on_the_model_scores(tiny_backbone, tokenizer, image_config,
+                                                     to_numpy):
+    from vlbeit_keras.data.pipeline import TextPacker
+    from vlbeit_keras.data.image_preprocessing import preprocess_decoded_image
     from vlbeit_keras.metrics.retrieval import retrieval_recall
 
     records, config = retrieval.example(10, (32, 32), seed=4)
     model = _model(tiny_backbone)
-    metrics, predictions = retrieval.evaluate(
-        model, records, text_preprocessor=text_preprocessor,
-        image_preprocessor=image_preprocessor, batch_size=4, rerank_k=0)
+    io = {"tokenizer": tokenizer, "image_config": image_config, "batch_size": 4}
+    metrics, predictions = retrieval.evaluate(model, records, rerank_k=0, **io)
     # Independent recomputation of the dual-encoder scores, eagerly.
     ids = [r["image_id"] for r in records]
     gallery = list(dict.fromkeys(ids))
     first = [ids.index(i) for i in gallery]
-    images = np.stack([to_numpy(image_preprocessor(keras.ops.convert_to_tensor(records[i]["image"])))
+    images = np.stack([np.asarray(preprocess_decoded_image(records[i]["image"], image_config))
                        for i in first])
-    packed = text_preprocessor(np.array([r["text"] for r in records]))
+    token_ids, mask = TextPacker(tokenizer, 8)(np.array([r["text"] for r in records]))
     emb_i = to_numpy(model.image_embeddings(images))
-    emb_t = to_numpy(model.text_embeddings(np.asarray(packed["token_ids"]), np.asarray(packed["padding_mask"])))
+    emb_t = to_numpy(model.text_embeddings(np.asarray(token_ids), np.asarray(mask)))
     expected = retrieval_recall(emb_i @ emb_t.T, gallery, ids)
     for key in ("tr_r1", "tr_r5", "ir_r1", "ir_r5"):
         assert metrics[key] == pytest.approx(expected[key]) == pytest.approx(metrics["itc_" + key])
     assert metrics["num_images"] == len(gallery) and metrics["num_texts"] == 10
     assert predictions["image_ids"] == gallery
-    reranked, _ = retrieval.evaluate(
-        model, records, text_preprocessor=text_preprocessor,
-        image_preprocessor=image_preprocessor, batch_size=4, rerank_k=2)
+    reranked, _ = retrieval.evaluate(model, records, rerank_k=2, **io)
     assert reranked["itc_tr_r1"] == pytest.approx(metrics["itc_tr_r1"])
     # With k = 2 only the top 2 are re-ordered: R@K for K >= 2 is unchanged.
     for key in ("tr_r5", "tr_r10", "ir_r5", "ir_r10"):
         assert reranked[key] == pytest.approx(metrics[key])
+
+
+def test_training_batches_carry_dense_image_ids(io):
+    records, _ = retrieval.example(8, (32, 32), seed=2)
+    x = next(iter(retrieval.make_dataset(records, batch_size=8, training=False, **io)))
+    dense = retrieval.dense_image_ids([r["image_id"] for r in records])
+    assert np.asarray(x["image_ids"]).tolist() == dense.tolist()
+    assert set(x) == {"token_ids", "padding_mask", "images", "image_ids"}

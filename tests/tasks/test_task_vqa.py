@@ -73,7 +73,7 @@ def test_vocabulary_from_normalised_majority_answers():
     assert vqa.build_answer_vocabulary(lists, min_count=1, max_size=1) == ["yes"]
 
 
-def test_dataset_soft_scores_and_unanswerable_questions(text_preprocessor, image_preprocessor, rng):
+def test_dataset_soft_scores_and_unanswerable_questions(io, rng):
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     records = [
         {"image": image, "text": "what color", "answers": ["red"] * 2 + ["blue"] * 8, "question_id": 1},
@@ -81,21 +81,18 @@ def test_dataset_soft_scores_and_unanswerable_questions(text_preprocessor, image
     ]
     vocabulary = ["blue", "red"]
     with pytest.warns(UserWarning, match="dropped 1 of 2"):
-        ds = vqa.make_dataset(records, text_preprocessor=text_preprocessor,
-                              image_preprocessor=image_preprocessor, batch_size=1,
-                              answer_vocabulary=vocabulary, training=True, seed=0)
+        ds = vqa.make_dataset(records, batch_size=1, answer_vocabulary=vocabulary,
+                              training=True, seed=0, **io)
     x, y = next(iter(ds))
     np.testing.assert_allclose(np.asarray(y), [[1.0, 0.6]])
     assert x["images"].shape == (1, 32, 32, 3) and x["token_ids"].shape == (1, 8)
-    ds = vqa.make_dataset(records, text_preprocessor=text_preprocessor,
-                          image_preprocessor=image_preprocessor, batch_size=2,
-                          answer_vocabulary=vocabulary, training=False)
+    ds = vqa.make_dataset(records, batch_size=2, answer_vocabulary=vocabulary,
+                          training=False, **io)
     _, y = next(iter(ds))
     np.testing.assert_allclose(np.asarray(y), [[1.0, 0.6], [0.0, 0.0]])
     with pytest.raises(ValueError, match="record 0: missing field 'answers'"):
-        vqa.make_dataset([{"image": image, "text": "q"}], text_preprocessor=text_preprocessor,
-                         image_preprocessor=image_preprocessor, batch_size=1,
-                         answer_vocabulary=vocabulary)
+        vqa.make_dataset([{"image": image, "text": "q"}], batch_size=1,
+                         answer_vocabulary=vocabulary, **io)
 
 
 def test_results_file_is_the_official_format(tmp_path):

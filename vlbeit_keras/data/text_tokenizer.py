@@ -192,7 +192,9 @@ class VLBEiTTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
         self._add_special_token(CLS_TOKEN, "start_token")
         self._add_special_token(SEP_TOKEN, "end_token")
         kwargs.setdefault("oov_token", UNK_TOKEN)
-        self._packers = {}
+        # A plain (untracked) dict: packers hold no state and are created lazily,
+        # after the tokenizer is built, per packed length.
+        object.__setattr__(self, "_packers", {})
         if isinstance(vocabulary, os.PathLike):
             vocabulary = os.fspath(vocabulary)
         super().__init__(

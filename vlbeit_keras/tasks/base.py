@@ -5,14 +5,12 @@ A *task* is registered through the ``register_heads`` plugin hook as a
 
     spec = vlbeit_keras.get_registry("heads").get("vqa")
     model = spec.build_model(backbone, **task_config)          # compiled
-    train = spec.make_dataset(records, text_preprocessor=tp,
-                              image_preprocessor=ip, batch_size=32,
-                              training=True, seed=0, **task_config)
-    model.fit(train, epochs=...)
-    metrics, predictions = spec.evaluate(model, eval_records,
-                                         text_preprocessor=tp,
-                                         image_preprocessor=ip,
-                                         batch_size=64, **task_config)
+    io = {"tokenizer": tokenizer, "text_length": model.backbone.max_text_length}
+    train = spec.make_dataset(records, image_config=train_images, batch_size=32,
+                              training=True, seed=0, **io, **task_config)
+    model.fit(train, steps_per_epoch=..., epochs=...)
+    metrics, predictions = spec.evaluate(model, eval_records, image_config=eval_images,
+                                         batch_size=64, **io, **task_config)
     spec.export_predictions(predictions, "results.json")
 
 Every task model subclasses :class:`VLBEiTTaskModel`: a ``keras.Model`` that
@@ -33,6 +31,9 @@ import keras
 
 from vlbeit_keras.models.vlbeit_backbone import VLBEiTBackbone
 
+# Name of the relative-position-bias interpolation (vlbeit_keras.utils.resize).
+DEFAULT_RESIZE_METHOD = "beit_geometric_cubic"
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
@@ -48,14 +49,15 @@ class TaskSpec:
             backbone when the task needs it (image size, modality rows) and
             returns a model compiled with the task's default loss, metrics
             and optimizer (recipes may ``compile`` again).
-        make_dataset: data adapter, ``fn(records, *, text_preprocessor,
-            image_preprocessor, batch_size, training, seed=None, **config)
-            -> tf.data.Dataset`` of ``(x, y)`` (or ``x`` for tasks whose
-            model owns its targets). ``records`` follow the reader schema
-            (``vlbeit_keras.tasks.data``).
-        evaluate: ``fn(model, records, *, text_preprocessor,
-            image_preprocessor, batch_size, **config) -> (metrics, predictions)``;
-            ``metrics`` is a dict of floats named in ``metric_names``.
+        make_dataset: data adapter, ``fn(records, *, tokenizer, image_config,
+            text_length, batch_size, training=False, seed=0, start_step=0,
+            report=None, **config) -> tf.data.Dataset`` of ``(x, y)`` (or
+            ``x`` for tasks whose model owns its targets), built on
+            ``vlbeit_keras.data.pipeline``; training datasets are infinite.
+            ``records`` follow the reader schema (``vlbeit_keras.tasks.data``).
+        evaluate: ``fn(model, records, *, tokenizer, image_config,
+            batch_size, report=None, **config) -> (metrics, predictions)``;
+            ``metrics`` is a dict of numbers named in ``metric_names``.
         export_predictions: ``fn(predictions, path) -> path``, writes the
             benchmark's own format.
         record_keys: record fields the adapter reads.
@@ -212,7 +214,8 @@ class VLBEiTTaskModel(keras.Model):
         return cls(**config)
 
 
-def maybe_resize_backbone(backbone, image_size=None, num_modality_types=None, method=None):
+def maybe_resize_backbone(backbone, image_size=None, num_modality_types=None,
+                          method=DEFAULT_RESIZE_METHOD):
     """The backbone adapted to a fine-tuning image size / modality rows.
 
     Returns ``backbone`` itself when nothing changes, otherwise a new
@@ -230,5 +233,4 @@ def maybe_resize_backbone(backbone, image_size=None, num_modality_types=None, me
         overrides["num_modality_types"] = int(num_modality_types)
     if not overrides:
         return backbone
-    kwargs = {} if method is None else {"method": method}
-    return resize.rebuild_backbone(backbone, **overrides, **kwargs)
+    return resize.rebuild_backbone(backbone, method=method, **overrides)

@@ -19,10 +19,11 @@ import numpy as np
 from keras import ops
 
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
-from vlbeit_keras.tasks.base import VLBEiTTaskModel
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
+from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import VLBEiTTaskModel
 
 
 @keras.saving.register_keras_serializable(package="vlbeit_keras")
@@ -145,9 +146,11 @@ class VLBEiTImageClassifier(VLBEiTTaskModel):
 
 
 def build_model(backbone, num_classes, image_size=None, layer_decay=0.65, learning_rate=1e-3,
-                weight_decay=0.05, **unused):
+                weight_decay=0.05, resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Image classifier (layer decay 0.65 by default, BEiT-base), compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTImageClassifier(
         backbone, num_classes, layer_decay=layer_decay, learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -166,35 +169,44 @@ def _label(value, index, num_classes, source):
     return int(value)
 
 
-def make_dataset(records, *, image_preprocessor, batch_size, num_classes, training=False,
-                 seed=None, source=None, text_preprocessor=None, **unused):
-    """Records (``image``, ``label`` int) -> ({"images"}, y int32)."""
-    records = list(records)
-    if not records:
-        raise ValueError(f"No records to build a dataset from ({source or 'records'}).")
-    columns = {
-        "image": [task_data.field(r, "image", i, source) for i, r in enumerate(records)],
-        "label": np.array(
-            [_label(task_data.field(r, "label", i, source), i, num_classes, source)
-             for i, r in enumerate(records)], dtype=np.int32,
-        ),
-    }
-    ds = task_data.columns_dataset(columns, image_keys=("image",), source=source)
-    return task_data.batch_and_map(
-        ds, text_preprocessor=None, image_preprocessor=image_preprocessor,
-        image_keys=("image",), to_inputs=lambda b: ({"images": b["image"]}, b["label"]),
-        batch_size=batch_size, training=training, seed=seed,
+def make_dataset(records, *, image_config, batch_size, num_classes, training=False, seed=0,
+                 start_step=0, report=None, source=None, tokenizer=None, text_length=None,
+                 **unused):
+    """Records (``image``, ``label`` int) -> ({"images"}, y int32 (B,)).
+
+    No text: ``tokenizer`` and ``text_length`` are accepted and ignored.
+    Other arguments: see :mod:`vlbeit_keras.tasks.data`.
+    """
+    from vlbeit_keras.data import pipeline
+
+    records = task_data.require(records, source)
+    labels = np.array(
+        [_label(task_data.field(r, "label", i, source), i, num_classes, source)
+         for i, r in enumerate(records)], dtype=np.int32,
+    )
+    return pipeline.make_image_dataset(
+        records, image_config=image_config, batch_size=batch_size, labels=labels,
+        training=training, seed=seed, start_step=start_step, report=report, image_key="image",
     )
 
 
-def evaluate(model, records, *, image_preprocessor, batch_size=64, text_preprocessor=None,
-             source=None, **config):
+def evaluate(model, records, *, image_config, batch_size=64, report=None, source=None,
+             tokenizer=None, **config):
     """Top-1 (and top-5) accuracy; predictions ``[{"index", "label", "score"}]``."""
-    records = list(records)
-    ds = make_dataset(records, image_preprocessor=image_preprocessor, batch_size=batch_size,
-                      num_classes=model.num_classes, source=source)
-    logits = np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
-    labels = np.array([int(r["label"]) for r in records])
+    from vlbeit_keras.data import pipeline
+
+    records = task_data.require(records, source)
+    task_data.check_image_config(model, image_config)
+    labels = np.array([_label(task_data.field(r, "label", i, source), i, model.num_classes, source)
+                       for i, r in enumerate(records)])
+    ds = pipeline.make_image_dataset(
+        records, image_config=image_config, batch_size=batch_size,
+        labels=np.arange(len(records)), training=False, report=report, image_key="image",
+    )
+    logits = np.asarray(
+        task_data.predict_in_record_order(model.predict_on_batch, ds, len(records), source),
+        dtype=np.float32,
+    )
     ranked = np.argsort(-logits, axis=1, kind="stable")
     metrics = {"accuracy": float(np.mean(ranked[:, 0] == labels))}
     if logits.shape[1] > 5:
@@ -238,6 +250,7 @@ TASK = TaskSpec(
         "layer_decay": 0.65,
         "learning_rate": 1e-3,
         "weight_decay": 0.05,
+        "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
 )

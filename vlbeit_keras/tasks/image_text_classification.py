@@ -13,12 +13,13 @@ import numpy as np
 
 from vlbeit_keras.layers.classifier_head import MLPClassifierHead
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
-from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import VLBEiTTaskModel
 
 PAIR_INPUTS = ("token_ids", "padding_mask", "images")
 
@@ -121,9 +122,12 @@ class VLBEiTImageTextClassifier(VLBEiTTaskModel):
 
 # ---------------------------------------------------------------------------
 # Task functions (generic integer labels)
-def build_model(backbone, num_classes=2, image_size=None, head_hidden_dim=None, **unused):
+def build_model(backbone, num_classes=2, image_size=None, head_hidden_dim=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Image-text classifier on ``backbone`` (resized to ``image_size``), compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTImageTextClassifier(backbone, num_classes, head_hidden_dim=head_hidden_dim)
     model.compile()
     return model
@@ -150,69 +154,59 @@ def class_label(value, index, num_classes, source=None):
 def make_dataset(
     records,
     *,
-    text_preprocessor,
-    image_preprocessor,
+    tokenizer,
+    image_config,
+    text_length,
     batch_size,
     training=False,
-    seed=None,
+    seed=0,
+    start_step=0,
+    report=None,
     num_classes=2,
     source=None,
     **unused,
 ):
     """Records (``image``, ``text``, ``label``) -> batches of (x, y).
 
-    ``y`` is int32 (B,); labels are ints in [0, num_classes) (or
-    true/false for two classes). ``x`` holds ``token_ids``,
-    ``padding_mask`` and ``images`` (B, H, W, 3).
+    ``x`` = ``token_ids``, ``padding_mask`` (B, T) and ``images`` (B, H, W, 3);
+    ``y`` int32 (B,). Labels are ints in [0, num_classes) (or true/false
+    for two classes). Common arguments: see :mod:`vlbeit_keras.tasks.data`.
     """
-    records = list(records)
-    if not records:
-        raise ValueError(f"No records to build a dataset from ({source or 'records'}).")
-    columns = {
-        "image": [task_data.field(r, "image", i, source) for i, r in enumerate(records)],
-        "text": [str(task_data.field(r, "text", i, source)) for i, r in enumerate(records)],
-        "label": np.array(
-            [class_label(task_data.field(r, "label", i, source), i, num_classes, source)
-             for i, r in enumerate(records)],
-            dtype=np.int32,
-        ),
-    }
-    ds = task_data.columns_dataset(columns, image_keys=("image",), source=source)
-
-    def to_inputs(batch):
-        x = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"],
-             "images": batch["image"]}
-        return x, batch["label"]
-
-    return task_data.batch_and_map(
-        ds,
-        text_preprocessor=text_preprocessor,
-        image_preprocessor=image_preprocessor,
-        image_keys=("image",),
-        to_inputs=to_inputs,
-        batch_size=batch_size,
-        training=training,
-        seed=seed,
+    records = task_data.require(records, source)
+    task_data.check_text(records, source)
+    labels = np.array(
+        [class_label(task_data.field(r, "label", i, source), i, num_classes, source)
+         for i, r in enumerate(records)],
+        dtype=np.int32,
+    )
+    return task_data.image_text_dataset(
+        records, tokenizer=tokenizer, image_config=image_config, text_length=text_length,
+        batch_size=batch_size, labels=labels, training=training, seed=seed,
+        start_step=start_step, report=report, image_key="image",
     )
 
 
-def predict_logits(model, records, *, text_preprocessor, image_preprocessor, batch_size,
-                   dataset_fn=make_dataset, **config):
-    """Logits (N, C) in record order (NumPy float32)."""
-    ds = dataset_fn(
-        records, text_preprocessor=text_preprocessor, image_preprocessor=image_preprocessor,
-        batch_size=batch_size, training=False, **config,
+def predict_logits(model, records, *, tokenizer, image_config, batch_size, report=None,
+                   image_key="image", source=None):
+    """Logits (N, C) in record order (NumPy float32) for single-pass models."""
+    records = task_data.require(records, source)
+    task_data.check_text(records, source)
+    task_data.check_image_config(model, image_config)
+    ds = task_data.image_text_dataset(
+        records, tokenizer=tokenizer, image_config=image_config,
+        text_length=model.backbone.max_text_length, batch_size=batch_size,
+        labels=np.arange(len(records)), training=False, report=report, image_key=image_key,
     )
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+    logits = task_data.predict_in_record_order(model.predict_on_batch, ds, len(records), source)
+    return np.asarray(logits, dtype=np.float32)
 
 
-def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_size=32, **config):
+def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=None,
+             source=None, **config):
     """Accuracy over records; predictions ``[{"index", "label", "probabilities"}]``."""
-    records = list(records)
-    logits = predict_logits(
-        model, records, text_preprocessor=text_preprocessor,
-        image_preprocessor=image_preprocessor, batch_size=batch_size, **config,
-    )
+    records = task_data.require(records, source)
+    logits = predict_logits(model, records, tokenizer=tokenizer, image_config=image_config,
+                            batch_size=batch_size, report=report, source=source)
     num_classes = logits.shape[-1]
     labels = np.array(
         [class_label(r["label"], i, num_classes) for i, r in enumerate(records)], dtype=np.int64
@@ -259,6 +253,7 @@ TASK = TaskSpec(
     export_predictions=export_predictions,
     record_keys=("image", "text", "label"),
     metric_names=("accuracy",),
-    default_config={"num_classes": 2, "image_size": None, "head_hidden_dim": None},
+    default_config={"num_classes": 2, "image_size": None, "head_hidden_dim": None,
+                    "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
 )

@@ -25,73 +25,98 @@ from vlbeit_keras.metrics.nlvr import nlvr_image_key
 from vlbeit_keras.metrics.nlvr import nlvr_metrics
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks import image_text_classification as itc_task
-from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.image_text_classification import VLBEiTImageTextClassifier
 
 IMAGES_PER_EXAMPLE = 6
 
 
-def build_model(backbone, image_size=(96, 400), head_hidden_dim=None, **unused):
+def build_model(backbone, image_size=(96, 400), head_hidden_dim=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Binary image-text classifier, backbone resized to ``image_size``, compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTImageTextClassifier(backbone, num_classes=2, head_hidden_dim=head_hidden_dim)
     model.compile()
     return model
 
 
-def make_dataset(records, *, text_preprocessor, image_preprocessor, batch_size,
-                 training=False, seed=None, source=None, **unused):
-    """Records (``image``, ``text``, ``label`` true/false) -> (x, y int32 (B,))."""
+def per_image_records(records, source=None):
+    """One record per PNG: example records with an ``images`` list (the NLVR
+    reader's default: the six box orderings) are expanded, each image
+    getting ``image_index`` k; per-image records pass through."""
+    out = []
+    for i, r in enumerate(records):
+        if r.get("image") is None and isinstance(r.get("images"), (list, tuple)):
+            for k, image in enumerate(r["images"]):
+                out.append({**{key: v for key, v in r.items() if key != "images"},
+                            "image": image, "image_index": k})
+        else:
+            task_data.field(r, "image", i, source)
+            out.append(r)
+    return out
+
+
+def make_dataset(records, *, tokenizer, image_config, text_length, batch_size, training=False,
+                 seed=0, start_step=0, report=None, source=None, **unused):
+    """NLVR records (per image, or per example with six ``images``) ->
+    (x, y int32 (B,)); y = 1 for "true". Common arguments: see
+    :mod:`vlbeit_keras.tasks.data`."""
     return itc_task.make_dataset(
-        records, text_preprocessor=text_preprocessor, image_preprocessor=image_preprocessor,
-        batch_size=batch_size, training=training, seed=seed, num_classes=2, source=source,
+        per_image_records(task_data.require(records, source), source), tokenizer=tokenizer,
+        image_config=image_config, text_length=text_length, batch_size=batch_size,
+        training=training, seed=seed, start_step=start_step, report=report, num_classes=2,
+        source=source,
     )
 
 
 def image_name(record, index, split="dev"):
-    """The PNG file name of a record: the image path's base name, or
-    ``<split>-<identifier>.png`` for in-memory images (identifier n-m-k)."""
+    """The PNG file name of a per-image record: the image path's base name,
+    or ``<split>-n-m-k.png`` from ``identifier`` (``n-m`` with
+    ``image_index`` k, or ``n-m-k``) for in-memory images."""
     image = record.get("image")
     if isinstance(image, (str, os.PathLike)):
         return os.path.basename(os.fspath(image))
-    identifier = record.get("identifier")
-    if identifier is None or str(identifier).count("-") != 2:
+    identifier = str(record.get("identifier"))
+    if identifier.count("-") == 1 and record.get("image_index") is not None:
+        identifier = f"{identifier}-{int(record['image_index'])}"
+    if identifier.count("-") != 2:
         raise task_data.RecordError(
-            f"record {index}: an in-memory NLVR image needs `identifier` 'n-m-k' "
-            f"to name its PNG; got {identifier!r}."
+            f"record {index}: an in-memory NLVR image needs `identifier` 'n-m' with "
+            f"`image_index`, or 'n-m-k', to name its PNG; got {record.get('identifier')!r}."
         )
     return f"{split}-{identifier}.png"
 
 
-def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_size=32,
-             images_per_example=IMAGES_PER_EXAMPLE, split="dev", **config):
+def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=None,
+             images_per_example=IMAGES_PER_EXAMPLE, split="dev", source=None, **config):
     """NLVR accuracy over images and consistency over sentences.
 
     Returns:
         (metrics, predictions): ``metrics`` = ``accuracy``, ``consistency``,
         ``num_images``, ``num_sentences``; ``predictions`` = list of
-        ``(png_file_name, "true"/"false")`` rows in record order.
+        ``(png_file_name, "true"/"false")`` rows, one per image.
 
     Raises:
         ValueError: an example lacks some of its ``images_per_example``
             images (as the official script, which refuses to score).
     """
-    records = list(records)
-    logits = itc_task.predict_logits(
-        model, records, text_preprocessor=text_preprocessor,
-        image_preprocessor=image_preprocessor, batch_size=batch_size,
-        dataset_fn=make_dataset,
-    )
+    records = per_image_records(task_data.require(records, source), source)
+    logits = itc_task.predict_logits(model, records, tokenizer=tokenizer,
+                                     image_config=image_config, batch_size=batch_size,
+                                     report=report, source=source)
     predicted = logits.argmax(-1)
     rows, examples = [], {}
     for i, (record, p) in enumerate(zip(records, predicted)):
         name = image_name(record, i, split)
         rows.append((name, "true" if p == 1 else "false"))
         example = "-".join(nlvr_image_key(name).split("-")[:2])
-        label = "true" if task_data.binary_label(record["label"], i) else "false"
+        label = "true" if task_data.binary_label(record["label"], i, source) else "false"
         if examples.setdefault(example, label) != label:
             raise task_data.RecordError(
                 f"record {i}: example {example} has images with different labels."
@@ -144,6 +169,7 @@ TASK = TaskSpec(
         "head_hidden_dim": None,
         "images_per_example": IMAGES_PER_EXAMPLE,
         "split": "dev",
+        "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
 )

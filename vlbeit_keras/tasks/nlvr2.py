@@ -17,20 +17,21 @@ Metrics: accuracy over examples and consistency over sentences as
 """
 
 import csv
-import os
 
 import keras
+import numpy as np
 from keras import ops
 
 from vlbeit_keras.layers.classifier_head import MLPClassifierHead
 from vlbeit_keras.metrics.nlvr import nlvr2_metrics
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
-from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import VLBEiTTaskModel
 
 SECOND_IMAGE_MODALITY = 2
 INPUT_KEYS = ("token_ids", "padding_mask", "images")
@@ -124,66 +125,50 @@ class VLBEiTNLVR2(VLBEiTTaskModel):
         return config
 
 
-def build_model(backbone, image_size=None, head_hidden_dim=None, **unused):
+def build_model(backbone, image_size=None, head_hidden_dim=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """NLVR2 model: backbone resized and given its third modality row, compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size, num_modality_types=3)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, num_modality_types=3, method=resize_method
+    )
     model = VLBEiTNLVR2(backbone, head_hidden_dim=head_hidden_dim)
     model.compile()
     return model
 
 
-def make_dataset(records, *, text_preprocessor, image_preprocessor, batch_size,
-                 training=False, seed=None, source=None, **unused):
-    """Records (``images`` pair, ``text``, ``label``) -> (x, y int32 (B,)).
-
-    ``x["images"]`` is float32 (B, 2, H, W, 3).
-    """
-    import numpy as np
-
-    records = list(records)
-    if not records:
-        raise ValueError(f"No records to build a dataset from ({source or 'records'}).")
-    pairs = []
+def _check_pairs(records, source):
     for i, r in enumerate(records):
         pair = task_data.field(r, "images", i, source)
-        if isinstance(pair, str) or len(pair) != 2:
+        if isinstance(pair, (str, bytes)) or len(pair) != 2:
             raise task_data.RecordError(
                 f"{source + ', ' if source else ''}record {i}: field 'images' must be a pair "
                 f"(img0, img1); got {pair!r:.80}."
             )
-        pairs.append(list(pair))
-    columns = {
-        "text": [str(task_data.field(r, "text", i, source)) for i, r in enumerate(records)],
-        "label": np.array(
-            [task_data.binary_label(task_data.field(r, "label", i, source), i, source)
-             for i, r in enumerate(records)], dtype=np.int32,
-        ),
-    }
-    if isinstance(pairs[0][0], (str, os.PathLike)):
-        columns["images"] = np.array([[os.fspath(a), os.fspath(b)] for a, b in pairs])
-    else:
-        shapes = {np.asarray(im).shape for pair in pairs for im in pair}
-        if len(shapes) != 1:
-            raise task_data.RecordError(
-                f"{source or 'records'}: in-memory NLVR2 images have different shapes "
-                f"{sorted(shapes)[:4]}; pass file paths or resize them first."
-            )
-        columns["images"] = np.stack([np.stack([np.asarray(a), np.asarray(b)]) for a, b in pairs])
-    ds = task_data.columns_dataset(columns, source=source)
 
-    def to_inputs(batch):
-        x = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"],
-             "images": batch["images"]}
-        return x, batch["label"]
 
-    return task_data.batch_and_map(
-        ds, text_preprocessor=text_preprocessor, image_preprocessor=image_preprocessor,
-        image_keys=("images",), to_inputs=to_inputs, batch_size=batch_size,
-        training=training, seed=seed,
+def make_dataset(records, *, tokenizer, image_config, text_length, batch_size, training=False,
+                 seed=0, start_step=0, report=None, source=None, **unused):
+    """Records (``images`` pair, ``text``, ``label``) -> (x, y int32 (B,)).
+
+    ``x["images"]`` is float32 (B, 2, H, W, 3). Common arguments: see
+    :mod:`vlbeit_keras.tasks.data`.
+    """
+    records = task_data.require(records, source)
+    task_data.check_text(records, source)
+    _check_pairs(records, source)
+    labels = np.array(
+        [task_data.binary_label(task_data.field(r, "label", i, source), i, source)
+         for i, r in enumerate(records)], dtype=np.int32,
+    )
+    return task_data.image_text_dataset(
+        records, tokenizer=tokenizer, image_config=image_config, text_length=text_length,
+        batch_size=batch_size, labels=labels, training=training, seed=seed,
+        start_step=start_step, report=report, image_key="images",
     )
 
 
-def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_size=32, **config):
+def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=None,
+             source=None, **config):
     """NLVR2 accuracy and consistency (official definitions).
 
     Returns:
@@ -191,15 +176,20 @@ def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_siz
         ``num_examples``, ``num_sentences``; predictions = list of
         ``(identifier, "True"/"False")`` rows.
     """
-    import numpy as np
-
-    records = list(records)
-    ds = make_dataset(records, text_preprocessor=text_preprocessor,
-                      image_preprocessor=image_preprocessor, batch_size=batch_size)
-    predicted = np.asarray(model.predict(ds, verbose=0)).argmax(-1)
+    records = task_data.require(records, source)
+    task_data.check_text(records, source)
+    _check_pairs(records, source)
+    task_data.check_image_config(model, image_config)
+    ds = task_data.image_text_dataset(
+        records, tokenizer=tokenizer, image_config=image_config,
+        text_length=model.backbone.max_text_length, batch_size=batch_size,
+        labels=np.arange(len(records)), training=False, report=report, image_key="images",
+    )
+    logits = task_data.predict_in_record_order(model.predict_on_batch, ds, len(records), source)
+    predicted = np.asarray(logits).argmax(-1)
     rows, examples = [], []
     for i, (r, p) in enumerate(zip(records, predicted)):
-        identifier = str(task_data.field(r, "identifier", i))
+        identifier = str(task_data.field(r, "identifier", i, source))
         rows.append((identifier, "True" if p == 1 else "False"))
         examples.append({"identifier": identifier, "label": r["label"]})
     return nlvr2_metrics(rows, examples), rows
@@ -216,8 +206,6 @@ def export_predictions(predictions, path):
 
 def example(num_records, image_size, seed=0):
     """Synthetic NLVR2 records: pairs of images, identifiers dev-n-m-k."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     records = []
     for i in range(num_records):
@@ -240,6 +228,7 @@ TASK = TaskSpec(
     export_predictions=export_predictions,
     record_keys=("images", "text", "label", "identifier"),
     metric_names=("accuracy", "consistency", "num_examples", "num_sentences"),
-    default_config={"image_size": None, "head_hidden_dim": None},
+    default_config={"image_size": None, "head_hidden_dim": None,
+                    "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
 )

@@ -24,17 +24,12 @@ import re
 import keras
 from keras import ops
 
+# The project's weight-decay rule (MODEL_SPEC §6.5: rank <= 1 variables plus
+# position tables), shared with pretraining.
+from vlbeit_keras.optimizers import no_weight_decay_variables  # noqa: F401 (re-exported)
+
 _BLOCK_PATTERN = re.compile(r"(?:^|/)blocks_(\d+)/")
 _EMBEDDING_PREFIXES = ("patch_embed/", "text_embeddings/", "modality_type_embeddings/")
-# Tables excluded from weight decay besides 1-D variables (MODEL_SPEC §6.5).
-_NO_DECAY_SUFFIXES = (
-    "relative_position_bias_table",
-    "pos_embed",
-    "position_embeddings/embeddings",
-    "cls_token",
-    "mask_token",
-    "logit_scale",
-)
 
 
 @keras.saving.register_keras_serializable(package="vlbeit_keras")
@@ -252,25 +247,6 @@ def lr_multipliers(model, backbone=None, layer_decay=None, head_multiplier=1.0):
             m = float(head_multiplier)
         if m != 1.0:
             out[v.path] = m
-    return out
-
-
-def no_weight_decay_variables(model):
-    """Variables excluded from weight decay (MODEL_SPEC §6.5, the BEiT rule).
-
-    Every variable with rank <= 1 (biases, LayerNorm scales and offsets,
-    layerscale gammas, q/v biases, [I_CLS], [MASK], logit scales) plus the
-    relative-bias table and absolute position tables. Kernels and embedding
-    matrices are decayed.
-
-    Returns:
-        list of variables, for ``optimizer.exclude_from_weight_decay(var_list=...)``
-        (call before the optimiser is built).
-    """
-    out = []
-    for v in model.trainable_variables:
-        if len(v.shape) <= 1 or v.path.endswith(_NO_DECAY_SUFFIXES):
-            out.append(v)
     return out
 
 

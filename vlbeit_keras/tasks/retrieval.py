@@ -41,12 +41,13 @@ from keras import ops
 from vlbeit_keras.metrics.retrieval import retrieval_recall
 from vlbeit_keras.metrics.retrieval import unique_images
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
-from vlbeit_keras.tasks.base import VLBEiTTaskModel
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import VLBEiTTaskModel
 
 INPUT_KEYS = ("token_ids", "padding_mask", "images")
 _MASKED_LOGIT = -1e9
@@ -270,12 +271,15 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
 
 
 # ---------------------------------------------------------------------------
-def build_model(backbone, image_size=None, use_itm=True, negative_sampling_seed=None, **unused):
+def build_model(backbone, image_size=None, use_itm=True, negative_sampling_seed=None,
+                resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """Retrieval model on ``backbone`` (resized to ``image_size``), compiled.
 
     ``negative_sampling_seed`` seeds the model's hard-negative ``SeedGenerator``.
     """
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTRetrieval(backbone, use_itm=use_itm, seed=negative_sampling_seed)
     model.compile()
     return model
@@ -287,39 +291,32 @@ def dense_image_ids(image_ids):
     return np.array([mapping.setdefault(i, len(mapping)) for i in image_ids], dtype=np.int32)
 
 
-def make_dataset(records, *, text_preprocessor, image_preprocessor, batch_size,
-                 training=False, seed=None, source=None, **unused):
+def make_dataset(records, *, tokenizer, image_config, text_length, batch_size, training=False,
+                 seed=0, start_step=0, report=None, source=None, **unused):
     """Records (``image``, ``text``, ``image_id``) -> batches of x (no y).
 
-    ``x`` holds ``token_ids``, ``padding_mask``, ``images`` and
-    ``image_ids`` (int32, ids mapped densely). Training drops the last
-    partial batch (hard negatives need B >= 2).
+    ``x`` holds ``token_ids``, ``padding_mask``, ``images`` and ``image_ids``
+    (int32, ids mapped densely), so captions of one image in a batch are
+    all positives. Training batches are full (hard negatives need B >= 2).
+    Common arguments: see :mod:`vlbeit_keras.tasks.data`.
     """
-    records = list(records)
-    if not records:
-        raise ValueError(f"No records to build a dataset from ({source or 'records'}).")
-    columns = {
-        "image": [task_data.field(r, "image", i, source) for i, r in enumerate(records)],
-        "text": [str(task_data.field(r, "text", i, source)) for i, r in enumerate(records)],
-        "image_ids": dense_image_ids(
-            [task_data.field(r, "image_id", i, source) for i, r in enumerate(records)]
-        ),
-    }
-    ds = task_data.columns_dataset(columns, image_keys=("image",), source=source)
+    import tensorflow as tf
 
-    def to_inputs(batch):
-        return {
-            "token_ids": batch["token_ids"],
-            "padding_mask": batch["padding_mask"],
-            "images": batch["image"],
-            "image_ids": batch["image_ids"],
-        }
-
-    return task_data.batch_and_map(
-        ds, text_preprocessor=text_preprocessor, image_preprocessor=image_preprocessor,
-        image_keys=("image",), to_inputs=to_inputs, batch_size=batch_size,
-        training=training, seed=seed,
+    records = task_data.require(records, source)
+    task_data.check_text(records, source)
+    ids = dense_image_ids(
+        [task_data.field(r, "image_id", i, source) for i, r in enumerate(records)]
     )
+    ds = task_data.image_text_dataset(
+        records, tokenizer=tokenizer, image_config=image_config, text_length=text_length,
+        batch_size=batch_size, labels=ids, training=training, seed=seed,
+        start_step=start_step, report=report, image_key="image",
+    )
+
+    def merge(x, image_ids):
+        return {**x, "image_ids": image_ids}
+
+    return ds.map(merge, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _predict_fixed(fn, arrays, batch_size):
@@ -398,8 +395,8 @@ def rerank(similarity, itm_positive, pairs_rows, pairs_cols):
     return out
 
 
-def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_size=32,
-             rerank_k=32, source=None, **config):
+def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k=32,
+             report=None, source=None, **config):
     """Retrieval recall with dual-encoder ranking and ITM re-ranking.
 
     Images are de-duplicated by ``image_id`` (first occurrence); every
@@ -408,30 +405,38 @@ def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_siz
     Args:
         rerank_k: candidates re-ranked by ITM per query (0 or a model
             without ITM: dual encoder only).
+        Other arguments: see :mod:`vlbeit_keras.tasks.data`.
 
     Returns:
         (metrics, predictions): ``metrics`` = ``tr_r1/5/10``, ``ir_r1/5/10``,
-        ``r_mean`` of the final ranking and the dual-encoder-only
-        ``itc_tr_r1`` ... ``itc_r_mean``, plus ``num_images``,
-        ``num_texts``; ``predictions`` = ``{"image_ids": [...],
-        "text_image_ids": [...], "i2t": top-10 text indices per image,
-        "t2i": top-10 image ids per text}``.
+        their means and ``r_mean`` for the final ranking, the same prefixed
+        ``itc_`` for the dual encoder alone, ``num_images``, ``num_texts``;
+        ``predictions`` = ``{"image_ids": [...], "text_image_ids": [...],
+        "i2t": top-10 text indices per image, "t2i": top-10 image ids per text}``.
     """
-    import tensorflow as tf
+    from vlbeit_keras.data import pipeline
 
-    records = list(records)
+    records = task_data.require(records, source)
+    task_data.check_text(records, source)
+    task_data.check_image_config(model, image_config)
     ids = [task_data.field(r, "image_id", i, source) for i, r in enumerate(records)]
-    texts = [str(task_data.field(r, "text", i, source)) for i, r in enumerate(records)]
     unique_ids, first = unique_images(ids)
-    image_values = [task_data.field(records[i], "image", int(i), source) for i in first]
+    gallery = [records[i] for i in first]
+    for i, r in zip(first, gallery):
+        task_data.field(r, "image", int(i), source)
 
-    image_ds = task_data.columns_dataset({"image": image_values}, image_keys=("image",), source=source)
-    image_ds = image_ds.map(lambda r: image_preprocessor(r["image"])).batch(batch_size)
-    image_array = np.concatenate([np.asarray(b) for b in image_ds])
-    text_ds = tf.data.Dataset.from_tensor_slices(np.array(texts, dtype=object).astype(str))
-    packed = [text_preprocessor(b) for b in text_ds.batch(batch_size)]
-    tokens = np.concatenate([np.asarray(p["token_ids"], dtype=np.int32) for p in packed])
-    masks = np.concatenate([np.asarray(p["padding_mask"], dtype=np.int32) for p in packed])
+    image_ds = pipeline.make_image_dataset(
+        gallery, image_config=image_config, batch_size=batch_size,
+        labels=np.arange(len(gallery)), training=False, image_key="image", report=report,
+    )
+    image_array = task_data.predict_in_record_order(
+        lambda x: x["images"], image_ds, len(gallery), source)
+    text_ds = pipeline.make_text_dataset(
+        records, tokenizer, text_length=model.backbone.max_text_length,
+        batch_size=batch_size, labels=np.arange(len(records)),
+    )
+    packed = task_data.predict_in_record_order(lambda x: x, text_ds, len(records), source)
+    tokens, masks = packed["token_ids"], packed["padding_mask"]
 
     fns = encoder_functions(model)
     image_emb = _predict_fixed(fns["image"], [image_array], batch_size).astype(np.float64)
@@ -453,20 +458,17 @@ def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_siz
         pair_text = np.concatenate([tr_cols, ir_rows])
         pairs, inverse = np.unique(np.stack([pair_image, pair_text], 1), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
-        order = np.argsort(pairs[:, 0], kind="stable")  # group by image for locality
-        logits = np.empty((len(pairs), 2), dtype=np.float64)
-        logits[order] = _predict_fixed(
-            fns["itm"],
-            [tokens[pairs[order, 1]], masks[pairs[order, 1]], image_array[pairs[order, 0]]],
+        logits = _predict_fixed(
+            fns["itm"], [tokens[pairs[:, 1]], masks[pairs[:, 1]], image_array[pairs[:, 0]]],
             batch_size,
-        )
+        ).astype(np.float64)
         positive = logits[:, 1]
         n_tr = len(tr_rows)
         i2t_scores = rerank(similarity, positive[inverse[:n_tr]], tr_rows, tr_cols)
         t2i_scores = rerank(similarity.T, positive[inverse[n_tr:]], ir_rows, ir_cols)
     metrics.update(retrieval_recall(i2t_scores, unique_ids, ids, t2i_scores=t2i_scores))
     metrics["num_images"] = len(unique_ids)
-    metrics["num_texts"] = len(texts)
+    metrics["num_texts"] = len(records)
     predictions = {
         "image_ids": [_plain(i) for i in unique_ids],
         "text_image_ids": [_plain(i) for i in ids],
@@ -520,6 +522,6 @@ TASK = TaskSpec(
                     "tr_mean", "ir_mean", "r_mean")
     ) + ("num_images", "num_texts"),
     default_config={"image_size": None, "use_itm": True, "negative_sampling_seed": None,
-                    "rerank_k": 32},
+                    "rerank_k": 32, "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
 )

@@ -39,10 +39,11 @@ from vlbeit_keras.metrics.vqa import normalize_answer
 from vlbeit_keras.metrics.vqa import vqa_soft_scores
 from vlbeit_keras.metrics.vqa_score import VQAScore
 from vlbeit_keras.tasks import data as task_data
-from vlbeit_keras.tasks.base import TaskSpec
+from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
+from vlbeit_keras.tasks.base import TaskSpec
 from vlbeit_keras.tasks.image_text_classification import VLBEiTImageTextClassifier
 
 # Max. distinct answers with a non-zero score per question (10 annotators).
@@ -207,88 +208,88 @@ def _vocabulary(answer_vocabulary):
     return {a: i for i, a in enumerate(answer_vocabulary)}
 
 
+def _sparse_targets(records, answer_vocabulary, drop_unanswerable, source):
+    """(kept records, float32 (n, 2, MAX_SCORED_ANSWERS) [label ids; scores])."""
+    index = _vocabulary(answer_vocabulary)
+    kept, packed = [], []
+    for i, r in enumerate(records):
+        answers = task_data.field(r, "answers", i, source)
+        if isinstance(answers, str) or not answers or not all(isinstance(a, str) for a in answers):
+            raise task_data.RecordError(
+                f"{source + ', ' if source else ''}record {i}: field 'answers' must be a "
+                f"non-empty list of strings; got {answers!r:.80}."
+            )
+        labels, scores = answer_targets(list(answers), index)
+        if drop_unanswerable and not labels:
+            continue
+        labels, scores = labels[:MAX_SCORED_ANSWERS], scores[:MAX_SCORED_ANSWERS]
+        pad = MAX_SCORED_ANSWERS - len(labels)
+        kept.append(r)
+        packed.append([labels + [0] * pad, scores + [0.0] * pad])
+    if len(kept) < len(records):
+        warnings.warn(
+            f"VQA: dropped {len(records) - len(kept)} of {len(records)} questions with no "
+            f"answer in the {len(answer_vocabulary)}-answer vocabulary ({source or 'records'}).",
+            stacklevel=3,
+        )
+    if not kept:
+        raise ValueError(f"No VQA records left to build a dataset ({source or 'records'}).")
+    return kept, np.array(packed, dtype=np.float32).reshape(len(kept), 2, MAX_SCORED_ANSWERS)
+
+
 def make_dataset(
     records,
     *,
-    text_preprocessor,
-    image_preprocessor,
+    tokenizer,
+    image_config,
+    text_length,
     batch_size,
     answer_vocabulary,
     training=False,
-    seed=None,
+    seed=0,
+    start_step=0,
+    report=None,
     drop_unanswerable=None,
     source=None,
     **unused,
 ):
-    """Records (``image``, ``text``, ``answers``) -> batches of (x, y).
+    """Records (``image``, ``text`` question, ``answers``) -> batches of (x, y).
 
-    ``y`` is float32 (B, A) soft scores, built in the pipeline from at most
+    ``y`` is float32 (B, A) soft scores, expanded in the pipeline from at most
     10 (label, score) pairs per question (no dense N x A array in memory).
 
     Args:
+        answer_vocabulary: list of answers (class order).
         drop_unanswerable: drop questions with no in-vocabulary answer
-            (default: when ``training``, as VLMo). Dropped counts are warned.
+            (default: when ``training``, as VLMo). The count is warned.
+        Other arguments: see :mod:`vlbeit_keras.tasks.data`.
     """
     import tensorflow as tf
 
-    records = list(records)
-    index = _vocabulary(answer_vocabulary)
-    num_answers = len(answer_vocabulary)
+    records = task_data.require(records, source)
+    task_data.check_text(records, source)
     drop = training if drop_unanswerable is None else drop_unanswerable
-    kept, labels, scores = [], [], []
-    for i, r in enumerate(records):
-        answers = task_data.field(r, "answers", i, source)
-        if isinstance(answers, str) or not answers:
-            raise task_data.RecordError(
-                f"{source + ', ' if source else ''}record {i}: field 'answers' must be a "
-                f"non-empty list of strings; got {answers!r}."
-            )
-        lab, sco = answer_targets(list(answers), index)
-        if drop and not lab:
-            continue
-        pad = MAX_SCORED_ANSWERS - len(lab)
-        kept.append(r)
-        labels.append(lab[:MAX_SCORED_ANSWERS] + [0] * max(pad, 0))
-        scores.append(sco[:MAX_SCORED_ANSWERS] + [0.0] * max(pad, 0))
-    if len(kept) < len(records):
-        warnings.warn(
-            f"VQA: dropped {len(records) - len(kept)} of {len(records)} questions with no "
-            f"answer in the {num_answers}-answer vocabulary ({source or 'records'}).",
-            stacklevel=2,
-        )
-    if not kept:
-        raise ValueError(f"No VQA records left to build a dataset ({source or 'records'}).")
-    columns = {
-        "image": [task_data.field(r, "image", i, source) for i, r in enumerate(kept)],
-        "text": [str(task_data.field(r, "text", i, source)) for i, r in enumerate(kept)],
-        "labels": np.array(labels, dtype=np.int32),
-        "scores": np.array(scores, dtype=np.float32),
-    }
-    ds = task_data.columns_dataset(columns, image_keys=("image",), source=source)
-
-    def to_inputs(batch):
-        x = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"],
-             "images": batch["image"]}
-        one_hot = tf.one_hot(batch["labels"], num_answers, dtype="float32")
-        y = tf.reduce_sum(one_hot * batch["scores"][..., None], axis=1)
-        return x, y
-
-    return task_data.batch_and_map(
-        ds,
-        text_preprocessor=text_preprocessor,
-        image_preprocessor=image_preprocessor,
-        image_keys=("image",),
-        to_inputs=to_inputs,
-        batch_size=batch_size,
-        training=training,
-        seed=seed,
+    kept, packed = _sparse_targets(records, answer_vocabulary, drop, source)
+    num_answers = len(answer_vocabulary)
+    ds = task_data.image_text_dataset(
+        kept, tokenizer=tokenizer, image_config=image_config, text_length=text_length,
+        batch_size=batch_size, labels=packed, training=training, seed=seed,
+        start_step=start_step, report=report, image_key="image",
     )
+
+    def densify(x, y):
+        one_hot = tf.one_hot(tf.cast(y[:, 0], "int32"), num_answers, dtype="float32")
+        return x, tf.reduce_sum(one_hot * y[:, 1, :, None], axis=1)
+
+    return ds.map(densify, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def build_model(backbone, answer_vocabulary=None, num_answers=None, image_size=None,
-                head_hidden_dim=None, **unused):
+                head_hidden_dim=None, resize_method=DEFAULT_RESIZE_METHOD, **unused):
     """VQA model on ``backbone`` (resized to ``image_size``), compiled."""
-    backbone = maybe_resize_backbone(backbone, image_size=image_size)
+    backbone = maybe_resize_backbone(
+        backbone, image_size=image_size, method=resize_method
+    )
     model = VLBEiTVQA(
         backbone, answer_vocabulary=answer_vocabulary, num_answers=num_answers,
         head_hidden_dim=head_hidden_dim,
@@ -297,8 +298,8 @@ def build_model(backbone, answer_vocabulary=None, num_answers=None, image_size=N
     return model
 
 
-def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_size=32,
-             revision="current", source=None, **config):
+def evaluate(model, records, *, tokenizer, image_config, batch_size=32, revision="current",
+             report=None, source=None, **config):
     """Official VQA accuracy and exact match; predictions in results format.
 
     Returns:
@@ -308,14 +309,13 @@ def evaluate(model, records, *, text_preprocessor, image_preprocessor, batch_siz
         prediction == normalised majority answer), ``num_questions``;
         ``predictions`` = ``[{"question_id", "answer"}]`` in record order.
     """
-    records = list(records)
-    config.pop("answer_vocabulary", None)
-    ds = make_dataset(
-        records, text_preprocessor=text_preprocessor, image_preprocessor=image_preprocessor,
-        batch_size=batch_size, answer_vocabulary=model.answer_vocabulary, training=False,
-        drop_unanswerable=False, source=source,
-    )
-    logits = model.predict(ds, verbose=0)
+    from vlbeit_keras.tasks.image_text_classification import predict_logits
+
+    records = task_data.require(records, source)
+    for i, r in enumerate(records):
+        task_data.field(r, "answers", i, source)
+    logits = predict_logits(model, records, tokenizer=tokenizer, image_config=image_config,
+                            batch_size=batch_size, report=report, source=source)
     answers = model.answers(logits)
     predictions, references, exact, single = [], {}, [], {}
     for i, (r, answer) in enumerate(zip(records, answers)):
@@ -385,6 +385,7 @@ TASK = TaskSpec(
         "image_size": None,
         "head_hidden_dim": None,
         "revision": "current",
+        "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
 )

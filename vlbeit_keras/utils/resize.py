@@ -232,24 +232,44 @@ def resize_absolute_position_embeddings(table, src_grid, dst_grid):
 
 # ---------------------------------------------------------------------------
 # Moving weights between backbones
-def _source_arrays(source):
-    """(dict path -> ndarray, config dict) from a backbone or preset dir."""
+def _source_arrays(source, source_config=None):
+    """(dict path -> ndarray, config dict) from a backbone, preset dir or mapping."""
+    import collections.abc
+    import inspect
+
     import keras
 
     from vlbeit_keras.models.vlbeit_backbone import VLBEiTBackbone
 
+    if isinstance(source, collections.abc.Mapping):
+        if source_config is None:
+            raise ValueError(
+                "Weights given as a mapping need `source_config` (the backbone config "
+                "they were made for: image_size, patch_size, relative_text_length, ...)."
+            )
+        arrays = {str(k): np.asarray(keras.ops.convert_to_numpy(v)) for k, v in source.items()}
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(VLBEiTBackbone.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        config = {**defaults, **dict(source_config)}
+        if isinstance(config.get("image_size"), int):
+            config["image_size"] = [config["image_size"]] * 2
+        return arrays, config
     if isinstance(source, (str, os.PathLike)):
         source = VLBEiTBackbone.from_preset(os.fspath(source), load_weights=True)
     if not isinstance(source, VLBEiTBackbone):
         raise TypeError(
-            "The weight source must be a VLBEiTBackbone or a preset directory; "
-            f"got {type(source).__name__}."
+            "The weight source must be a VLBEiTBackbone, a preset directory or a "
+            f"mapping of variable paths to arrays; got {type(source).__name__}."
         )
     arrays = {v.path: np.asarray(keras.ops.convert_to_numpy(v)) for v in source.weights}
     return arrays, source.get_config()
 
 
-def load_backbone_weights_resized(source, target, method=DEFAULT_METHOD, strict=True):
+def load_backbone_weights_resized(source, target, method=DEFAULT_METHOD, strict=True,
+                                  source_config=None):
     """Copy a backbone's weights into ``target``, adapting grid-dependent ones.
 
     Variables are matched by ``variable.path``. Equal shapes are copied;
@@ -261,22 +281,27 @@ def load_backbone_weights_resized(source, target, method=DEFAULT_METHOD, strict=
     rows are dropped.
 
     Args:
-        source: a ``VLBEiTBackbone`` or a keras-hub preset directory of one.
+        source: a ``VLBEiTBackbone``, a keras-hub preset directory of one, or
+            a mapping ``variable.path -> array`` (e.g. from a converter) with
+            ``source_config``.
         target: a ``VLBEiTBackbone`` (modified in place).
         method: relative-table interpolation method.
         strict: raise when a target variable has no source (otherwise it
             keeps its initialisation).
+        source_config: the backbone config of a mapping ``source``.
 
     Returns:
         dict with ``copied``, ``resized`` and ``missing`` lists of paths.
 
     Raises:
-        ValueError: the two configurations differ in a shape field
+        ValueError: unknown ``method``; the two configurations differ in a shape field
             (width, depth, heads, vocabulary, patch size, L0, ...), a shape
             mismatch that cannot be adapted, or missing variables with
             ``strict``.
     """
-    arrays, src_config = _source_arrays(source)
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"Unknown resize method {method!r}; available: {RESIZE_METHODS}.")
+    arrays, src_config = _source_arrays(source, source_config)
     dst_config = target.get_config()
     differing = [
         f"{f}: {src_config.get(f)!r} -> {dst_config.get(f)!r}"
