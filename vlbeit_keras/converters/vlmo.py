@@ -115,7 +115,7 @@ def resolve_config(state_dict, *, preset=None, overrides=None, source_image_size
             continue
         want, have = requested[field], src[field]
         if field == "relative_text_length" and src["position_mode"] == "absolute":
-            target[field] = want  # unused without a relative table
+            src[field] = target[field] = want  # unused without a relative table
             continue
         if field == "layerscale_init":
             if (want is None) != (have is None):
@@ -149,44 +149,21 @@ def resolve_config(state_dict, *, preset=None, overrides=None, source_image_size
     return src, target
 
 
-def _adapt_backbone_arrays(arrays, src, target, report):
-    """Resize/expand grid- and length-dependent arrays (Keras layout, by path)."""
-    from vlbeit_keras.utils import resize
-
-    src_grid = tuple(s // src["patch_size"] for s in src["image_size"])
-    dst_grid = tuple(s // target["patch_size"] for s in _pair(target["image_size"]))
-    table = K.RELATIVE_TABLE_PATH
-    if table in arrays and src_grid != dst_grid:
-        before = arrays[table].shape
-        arrays[table] = resize.resize_relative_position_bias_table(
-            arrays[table], src_grid, dst_grid, src["relative_text_length"])
-        report[table] = f"{before} -> {arrays[table].shape} (grid {src_grid} -> {dst_grid}, beit_geometric_cubic)"
-    pos = "patch_embed/pos_embed"
-    if pos in arrays and src_grid != dst_grid:
-        before = arrays[pos].shape
-        arrays[pos] = resize.resize_absolute_position_embeddings(arrays[pos], src_grid, dst_grid)
-        report[pos] = f"{before} -> {arrays[pos].shape} (grid {src_grid} -> {dst_grid}, bicubic)"
-    text_pos = "text_embeddings/position_embeddings/embeddings"
-    if text_pos in arrays and arrays[text_pos].shape[0] != target["max_text_length"]:
-        rows, t = arrays[text_pos].shape[0], target["max_text_length"]
-        if t > rows:
-            raise CheckpointError(
-                f"max_text_length={t} exceeds the {rows} absolute text positions of "
-                f"'text_embeddings.position_embeddings.weight'; use at most {rows}."
-            )
-        arrays[text_pos] = arrays[text_pos][:t]
-        report[text_pos] = f"({rows}, d) -> ({t}, d) (first {t} positions)"
-    modality = "modality_type_embeddings/embeddings"
-    rows, want = arrays[modality].shape[0], target["num_modality_types"]
+def _check_adaptable(state_dict, src, target):
+    """VLMo-named errors for adaptations the resize utility cannot make."""
+    t = target["max_text_length"]
+    key = "text_embeddings.position_embeddings.weight"
+    if src["position_mode"] == "absolute" and t > np.shape(state_dict[key])[0]:
+        raise CheckpointError(
+            f"max_text_length={t} exceeds the {np.shape(state_dict[key])[0]} absolute text "
+            f"positions of {key!r}; use at most {np.shape(state_dict[key])[0]}."
+        )
+    rows, want = src["num_modality_types"], target["num_modality_types"]
     if want < rows:
         raise CheckpointError(
             f"num_modality_types={want} is smaller than the {rows} rows of "
             "'token_type_embeddings.weight'."
         )
-    if want > rows:
-        extra = np.repeat(arrays[modality][1:2], want - rows, axis=0)  # copies of the image row
-        arrays[modality] = np.concatenate([arrays[modality], extra], axis=0)
-        report[modality] = f"{rows} -> {want} rows (new rows copy row 1, as VLMo does for NLVR2)"
 
 
 def _resolve_attribute(model, path):
@@ -351,23 +328,29 @@ class VLMoConverter(CheckpointConverter):
                 "Pass --allow-unexpected to keep them (unused) in the extras file."
             )
 
-        # Backbone.
+        # Backbone: VLMo layout -> Keras layout at the checkpoint's sizes, then the
+        # fine-tuning resize utility adapts grid- and length-dependent tables.
+        from vlbeit_keras.utils import resize
+
+        _check_adaptable(state_dict, src, target)
         arrays = {path: K.to_keras(state_dict[key], kind) for key, (path, kind) in key_map.items()}
-        resized = {}
-        _adapt_backbone_arrays(arrays, src, target, resized)
         backbone = VLBEiTBackbone(**target)
-        variables = {v.path: v for v in backbone.weights}
-        inverse = {path: key for key, (path, _) in key_map.items()}
-        lacking = sorted(set(variables) - set(arrays))
+        lacking = sorted(v.path for v in backbone.weights if v.path not in arrays)
         if lacking:
             raise CheckpointError(
                 f"{source}: no VLMo key maps to backbone variable(s) {lacking[:10]}."
             )
-        _assign(
-            [(inverse[p], variables[p], arrays[p], tuple(np.shape(state_dict[inverse[p]])))
-             for p in variables],
-            source,
-        )
+        try:
+            moved = resize.load_backbone_weights_resized(arrays, backbone, source_config=src)
+        except ValueError as error:
+            raise CheckpointError(f"{source}: {error}") from error
+        shapes = {v.path: tuple(v.shape) for v in backbone.weights}
+        resized = {
+            path: f"{tuple(arrays[path].shape)} -> {shapes[path]}"
+            + (f" ({resize.DEFAULT_METHOD})" if path == K.RELATIVE_TABLE_PATH else "")
+            for path in moved["resized"]
+        }
+        del arrays
 
         # Heads.
         task_models = {}
