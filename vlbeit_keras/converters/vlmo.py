@@ -21,8 +21,6 @@ ARCHITECTURE_FIELDS = (
     "vocabulary_size", "num_layers", "num_heads", "hidden_dim", "intermediate_dim",
     "num_vl_layers", "patch_size", "position_mode", "relative_text_length",
 )
-# Fields the conversion adapts (resizing / expanding weights).
-ADAPTABLE_FIELDS = ("image_size", "max_text_length", "num_modality_types")
 # Where an inferred field comes from (for error messages).
 _FIELD_SOURCES = {
     "vocabulary_size": "text_embeddings.word_embeddings.weight rows",
@@ -91,6 +89,7 @@ def resolve_config(state_dict, *, preset=None, overrides=None, source_image_size
     requested = {**base, **overrides}
     if "image_size" in requested:
         requested["image_size"] = _pair(requested["image_size"])
+
     def infer(l0_hint):
         return K.infer_source_config(
             state_dict,
@@ -131,9 +130,12 @@ def resolve_config(state_dict, *, preset=None, overrides=None, source_image_size
             f"{f}: {origin} has {w!r}, the checkpoint {h!r} (from {_FIELD_SOURCES.get(f, f)})"
             for f, w, h in conflicts
         ]
+        advice = ("Omit --preset to infer the architecture from the checkpoint." if preset
+                  else "Only image_size, max_text_length, num_modality_types and fields "
+                  "without weights (drop_path_rate, dtype, ...) may differ.")
         raise CheckpointError(
             f"{source}: the checkpoint does not match the requested architecture: "
-            + "; ".join(lines) + ". Omit --preset to infer the architecture from the checkpoint."
+            + "; ".join(lines) + ". " + advice
         )
     for field, value in requested.items():
         if field in ARCHITECTURE_FIELDS or field == "layerscale_init":
@@ -194,7 +196,22 @@ def _assign(targets, source):
 
 
 def build_task(name, backbone, state_dict, answer_vocabulary=None):
-    """An (untrained-head) task model of ``name`` sized from the head's keys."""
+    """The task model of VLMo head layout ``name``, sized from the head's keys.
+
+    Args:
+        name: ``"pretraining"``, ``"retrieval"``, ``"vqa"`` or ``"nlvr2"``.
+        backbone: the converted ``VLBEiTBackbone`` (shared).
+        state_dict: the checkpoint (head widths, ITM presence).
+        answer_vocabulary: optional VQA answers.
+
+    Returns:
+        the model with freshly initialised heads (weights are assigned by
+        :meth:`VLMoConverter.convert`).
+
+    Raises:
+        CheckpointError: the answer vocabulary does not fit the VQA head.
+        ValueError: unknown ``name``.
+    """
     if name == "pretraining":
         from vlbeit_keras.models.vlbeit_pretrainer import VLBEiTPretrainer
 
@@ -316,7 +333,10 @@ class VLMoConverter(CheckpointConverter):
             if K.is_ignored(key):
                 ignored.append(key)
             elif key in head_owner:
-                unused[key] = f"head of task '{head_owner[key]}', not converted (--task)"
+                unused[key] = (
+                    f"head of task '{head_owner[key]}', not selected (--task)" if tasks is not None
+                    else f"part of the '{head_owner[key]}' head, whose required keys are absent"
+                )
             elif K.unused_reason(key):
                 unused[key] = K.unused_reason(key)
             else:
