@@ -270,6 +270,34 @@ def test_classifier_heads_compute_vlmo_formula(layout, rng):
     np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_vqa_and_nlvr2_folders_load_back(tmp_path, rng):
+    # VQA through the command line, with VLMo's answer2label dictionary.
+    state, _ = shrunk("finetune_vqa")
+    answers = {f"answer {i}": i for i in (3, 0, 6, 1, 5, 2, 4)}
+    (tmp_path / "answer2label.json").write_text(json.dumps(answers))
+    out = tmp_path / "vqa"
+    assert cli_main(["convert", str(_npz(tmp_path / "vqa.npz", state)), "--out", str(out),
+                     "--answer-vocabulary", str(tmp_path / "answer2label.json")]) == 0
+    vqa = load_task(out)
+    assert vqa.answer_vocabulary == [f"answer {i}" for i in range(7)]
+    np.testing.assert_array_equal(np_(vqa.classifier.fc2.kernel), state["vqa_classifier.3.weight"].T)
+    bad = tmp_path / "short.json"
+    bad.write_text(json.dumps(["yes", "no"]))
+    assert cli_main(["convert", str(tmp_path / "vqa.npz"), "--out", str(tmp_path / "vqa2"),
+                     "--answer-vocabulary", str(bad)]) == 1
+    assert not (tmp_path / "vqa2").exists()
+    # NLVR2 through save_conversion: 3 modality rows and the head survive the folder.
+    state, conversion = shrunk("finetune_nlvr2")
+    vlbeit_keras.converters.save_conversion(conversion, tmp_path / "nlvr2")
+    model = load_task(tmp_path / "nlvr2", "nlvr2")
+    assert model.backbone.num_modality_types == 3
+    t = model.backbone.max_text_length
+    inputs = {"token_ids": rng.integers(5, 50, (1, t)).astype("int32"),
+              "padding_mask": np.ones((1, t), "int32"),
+              "images": rng.uniform(-1, 1, (1, 2, 224, 224, 3)).astype("float32")}
+    np.testing.assert_allclose(np_(model(inputs)), np_(conversion.tasks["nlvr2"](inputs)), atol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Reading files
 def test_reads_torch_files_nested_and_prefixed(tmp_path):
