@@ -69,15 +69,30 @@ def register_objectives(register):
 
 @hookspec
 def register_heads(register):
-    """Register downstream heads / tasks (VQA, NLVR2, retrieval, ...).
+    """Register downstream fine-tuning tasks (VQA, NLVR2, retrieval, ...).
 
     Called: the first time the ``heads`` registry is read (fine-tuning and
-    evaluation recipes, task deserialization).
+    evaluation recipes, ``vlbeit_keras.tasks.get_task``).
 
     ``register(name, task)``:
-        name: str, the task name used by ``recipes/finetune.py --task``.
-        task: a task description object bundling the head/model class, loss,
-            metrics, data adapter and prediction export (see ``docs/plugins.md``).
+        name: str, the task name used by ``recipes/finetune.py --task``
+            (built in: ``vqa``, ``nlvr2``, ``nlvr``, ``retrieval``,
+            ``image_classification``, ``image_text_classification``).
+        task: a ``vlbeit_keras.tasks.TaskSpec`` whose ``name`` equals
+            ``name``, bundling ``build_model(backbone, **config)`` (returns a
+            compiled Keras model taking the backbone as a constructor
+            argument, its loss owned through compile defaults or
+            ``compute_loss``), ``make_dataset(records, *, tokenizer,
+            image_config, text_length, batch_size, training, seed, **config)``
+            (a tf.data dataset of model inputs from reader records, built on
+            ``vlbeit_keras.data.pipeline``),
+            ``evaluate(model, records, ...) -> (metrics, predictions)``,
+            ``export_predictions(predictions, path)``, ``metric_names``,
+            ``default_config`` and optionally ``example`` (synthetic records
+            that let the registry-wide contract tests build, train, evaluate
+            and round-trip the task). The task's Keras classes must be
+            registered serializable and importable when the plugin loads.
+            See ``docs/finetuning.md``.
     """
 
 

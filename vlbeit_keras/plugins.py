@@ -46,6 +46,7 @@ DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.datasets",
     "vlbeit_keras.default_plugins.demo_data",
     "vlbeit_keras.default_plugins.visual_tokenizers",
+    "vlbeit_keras.default_plugins.tasks",
 )
 
 # Registry kind -> hook name.

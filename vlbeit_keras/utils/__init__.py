@@ -1,0 +1,1 @@
+"""Utilities (resolution change of pretrained weights, ...)."""
