@@ -1,7 +1,7 @@
 """VL-BEiT pretraining (MLM + MIM + MVLM) from a config: README's main command.
 
     KERAS_BACKEND=jax python recipes/pretrain.py                  # demo corpus, minutes on CPU
-    python recipes/pretrain.py --config recipes/configs/pretrain.py:real
+    python recipes/pretrain.py --config recipes/configs/pretrain.py:nlvr
     python recipes/pretrain.py --smoke                            # seconds, same code path
     python recipes/pretrain.py schedule.total_steps=2000 data.pair_batch_size=32
 

@@ -171,7 +171,13 @@ def register_checkpoint_converters(register):
     registry is read by ``python -m vlbeit_keras convert --from <name>``.
 
     ``register(name, converter)``:
-        name: str, the value of ``--from``, e.g. ``"vlmo"``.
-        converter: a callable or class converting a checkpoint file to a
-            backbone (and heads) (see ``docs/checkpoints.md``).
+        name: str, the value of ``--from`` / ``--to``, e.g. ``"vlmo"``.
+        converter: a :class:`vlbeit_keras.converters.CheckpointConverter`
+            subclass (instantiated without arguments) or instance:
+            ``read_checkpoint(path) -> dict key -> ndarray``;
+            ``convert(state_dict, *, preset=None, overrides=None, tasks=None,
+            **options) -> Conversion`` (backbone, task models, unmapped
+            arrays, report; raises ``CheckpointError`` naming keys);
+            optionally ``export(conversion) -> dict key -> ndarray``. The
+            command writes the result atomically (see ``docs/checkpoints.md``).
     """

@@ -65,6 +65,7 @@ DEFAULT_PLUGINS = (
     "vlbeit_keras.default_plugins.datasets",
     "vlbeit_keras.default_plugins.demo_data",
     "vlbeit_keras.default_plugins.visual_tokenizers",
+    "vlbeit_keras.default_plugins.converters",
 )
 
 # Registry kind -> hook name.

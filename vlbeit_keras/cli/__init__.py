@@ -18,6 +18,8 @@ import sys
 
 COMMANDS = (
     "vlbeit_keras.cli.plugins",
+    "vlbeit_keras.cli.convert",
+    "vlbeit_keras.cli.export",
 )
 
 

@@ -191,7 +191,9 @@ class VLBEiTPretrainer(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["backbone"] = keras.layers.deserialize(config["backbone"])
-        if config.get("visual_tokenizer") is not None:
+        # An already-built backbone may be passed (loading a converted folder shares one).
+        if isinstance(config["backbone"], dict):
+            config["backbone"] = keras.layers.deserialize(config["backbone"])
+        if isinstance(config.get("visual_tokenizer"), dict):
             config["visual_tokenizer"] = keras.layers.deserialize(config["visual_tokenizer"])
         return cls(**config)

@@ -247,7 +247,10 @@ def _source_arrays(source, source_config=None):
                 "Weights given as a mapping need `source_config` (the backbone config "
                 "they were made for: image_size, patch_size, relative_text_length, ...)."
             )
-        arrays = {str(k): np.asarray(keras.ops.convert_to_numpy(v)) for k, v in source.items()}
+        arrays = {  # NumPy arrays as they are (no copy through the backend)
+            str(k): v if isinstance(v, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(v))
+            for k, v in source.items()
+        }
         defaults = {
             name: p.default
             for name, p in inspect.signature(VLBEiTBackbone.__init__).parameters.items()
