@@ -458,20 +458,44 @@ def test_hook_register_visual_tokenizers(runtime_plugin, rng):
     assert tuple(out["mim"]["logits"].shape)[-1] == 16
 
 
-def test_hook_register_checkpoint_converters(runtime_plugin):
-    calls = []
+def test_hook_register_checkpoint_converters(runtime_plugin, tmp_path, tiny_config, rng, capsys):
+    from vlbeit_keras.converters import CheckpointConverter
+    from vlbeit_keras.converters import CheckpointError
+    from vlbeit_keras.converters import Conversion
 
-    def convert(path, **options):
-        calls.append((path, options))
-        return "converted"
+    class PathNpzConverter(CheckpointConverter):
+        """Toy format: an .npz of our own weights keyed by variable path."""
+
+        name = "path_npz"
+        description = "variable path -> array"
+
+        def convert(self, state_dict, *, preset=None, overrides=None, tasks=None, **options):
+            backbone = vlbeit_keras.VLBEiTBackbone(**{**tiny_config, **(overrides or {})})
+            missing = [v.path for v in backbone.weights if v.path not in state_dict]
+            if missing:
+                raise CheckpointError(f"missing keys: {missing[:3]}")
+            for v in backbone.weights:
+                v.assign(state_dict[v.path])
+            return Conversion(backbone=backbone, tasks={}, extras={}, source=self.name,
+                              report={"source": self.name, "num_keys": len(state_dict),
+                                      "num_converted_keys": len(backbone.weights),
+                                      "backbone_config": backbone.get_config()})
 
     @hookimpl
     def register_checkpoint_converters(register):
-        register("toy_format", convert)
+        register("path_npz", PathNpzConverter)
 
-    runtime_plugin([register_checkpoint_converters], "toy_format_plugin")
-    assert get_registry("checkpoint_converters").get("toy_format")("ckpt.bin", strict=True) == "converted"
-    assert calls == [("ckpt.bin", {"strict": True})]
+    runtime_plugin([register_checkpoint_converters], "path_npz_plugin")
+    source = vlbeit_keras.VLBEiTBackbone(**tiny_config)
+    for v in source.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32") * 0.02)
+    np.savez(tmp_path / "ckpt.npz", **{v.path: keras.ops.convert_to_numpy(v) for v in source.weights})
+    # The registered name works in the real command.
+    status = cli_main(["convert", "--from", "path_npz", str(tmp_path / "ckpt.npz"), "--out", str(tmp_path / "out")])
+    assert status == 0, capsys.readouterr()
+    converted = vlbeit_keras.VLBEiTBackbone.from_preset(str(tmp_path / "out"))
+    for a, b in zip(source.weights, converted.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 def test_runtime_plugins_are_unregistered_cleanly(runtime_plugin):
