@@ -37,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--tokenizer", default=None, help="vocab.txt or preset directory (default: next to the model)")
     parser.add_argument("--output", default=None, help="directory for predictions and metrics.json")
     parser.add_argument("overrides", nargs="*", help="field=value config overrides")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):

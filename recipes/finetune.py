@@ -63,7 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny, seconds-long run of the same path")
     parser.add_argument("--workdir", default=None, help="output directory (default: from the config)")
     parser.add_argument("overrides", nargs="*", help="field=value config overrides")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):

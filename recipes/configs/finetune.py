@@ -49,10 +49,11 @@ def _base(task):
             # False: build the checkpoint's architecture with fresh weights (the
             # random-initialisation baseline with the checkpoint's tokenizer).
             load_weights=True,
-            # Backbone config changes; with a checkpoint, image_size /
-            # max_text_length changes go through load_backbone_weights_resized.
+            # Backbone config changes (None: keep the checkpoint's / preset's);
+            # with a checkpoint, image_size / max_text_length changes go through
+            # load_backbone_weights_resized. Other backbone fields may be added.
             # Drop path 0.1 as VLMo fine-tuning of the base model.
-            overrides=dict(drop_path_rate=0.1),
+            overrides=dict(image_size=None, max_text_length=None, drop_path_rate=0.1),
         ),
         # auto: the checkpoint's tokenizer if it has one, else the demo vocabulary
         # on demo data, else WordPiece trained on the training texts.

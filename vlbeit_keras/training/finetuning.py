@@ -79,7 +79,8 @@ def demo_task_data(task, train_examples=2000, eval_examples=500, image_size=64, 
     Returns:
         (train_records, eval_records, task_overrides): ``task_overrides``
         are task config fields the records need (answer vocabulary, number of
-        classes, image size).
+        classes; for ``nlvr`` the backbone's image size instead of 96 x 400).
+        The pipeline resizes the rendered scenes to the model's image size.
 
     Raises:
         ValueError: a plugin task without ``example``.
@@ -89,7 +90,7 @@ def demo_task_data(task, train_examples=2000, eval_examples=500, image_size=64, 
 
     size = image_size_pair(image_size)
     spec = vlbeit_keras.get_registry("heads").get(task)
-    overrides = {"image_size": size} if "image_size" in spec.default_config else {}
+    overrides = {}
 
     def records(kind, split, n):
         return demo_corpus.demo_records(kind, n, seed=seed, image_size=size, split=split)
@@ -107,7 +108,8 @@ def demo_task_data(task, train_examples=2000, eval_examples=500, image_size=64, 
             [dict(r, identifier=f"{i}-0", image_index=0) for i, r in enumerate(part)]
             for part in both("nlvr")
         )
-        overrides.update(images_per_example=1, split="demo")
+        # The backbone's image size, not NLVR's 96x400 (the pipeline resizes).
+        overrides.update(images_per_example=1, split="demo", image_size=None)
     elif task == "image_text_classification":
         train, test = both("nlvr")
         overrides["num_classes"] = 2
@@ -322,7 +324,7 @@ def build_backbone(config, tokenizer, checkpoint=None):
     """
     from vlbeit_keras.utils.resize import load_backbone_weights_resized
 
-    overrides = _plain(config.overrides)
+    overrides = {k: v for k, v in _plain(config.overrides).items() if v is not None}
     if "image_size" in overrides and not isinstance(overrides["image_size"], int):
         overrides["image_size"] = list(overrides["image_size"])
     if checkpoint is not None:
