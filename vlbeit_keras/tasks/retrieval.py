@@ -519,12 +519,14 @@ def chance_recall(image_ids, text_image_ids, ks=(1, 5, 10)):
 
 def baseline(train_records, eval_records, **config):
     """Chance: the expected recall of a random ranking of the evaluation
-    gallery (:func:`chance_recall`); ``train_records`` are not used."""
+    gallery (:func:`chance_recall`), under the keys of :func:`evaluate`
+    (also ``itc_``-prefixed); ``train_records`` are not used."""
     eval_records = task_data.require(eval_records, "evaluation records")
     ids = [task_data.field(r, "image_id", i) for i, r in enumerate(eval_records)]
     unique_ids, _ = unique_images(ids)
-    return {**chance_recall(list(unique_ids), ids), "num_images": len(unique_ids),
-            "num_texts": len(ids)}
+    chance = chance_recall(list(unique_ids), ids)
+    return {**{f"itc_{k}": v for k, v in chance.items()}, **chance,
+            "num_images": len(unique_ids), "num_texts": len(ids)}
 
 
 def _plain(value):
