@@ -68,6 +68,14 @@ class TaskSpec:
             config fields they need (e.g. an answer vocabulary). The
             registry-wide contract tests build, train, evaluate, export and
             round-trip every registered task with it, plugins included.
+        baseline: optional ``fn(train_records, eval_records, **config) ->
+            metrics``: the task's trivial baseline (majority answer / class /
+            label learned from ``train_records``, or chance for retrieval),
+            scored on ``eval_records`` with the same metric as ``evaluate``
+            and returning the same keys. The fine-tuning recipe prints it
+            next to the model's metrics.
+        prediction_file: file name the recipes give the file written by
+            ``export_predictions`` (its extension says the format).
     """
 
     name: str
@@ -81,6 +89,8 @@ class TaskSpec:
     metric_names: tuple = ()
     default_config: Mapping = dataclasses.field(default_factory=dict)
     example: Callable[..., Any] = None
+    baseline: Callable[..., Any] = None
+    prediction_file: str = "predictions.json"
 
     def config(self, **overrides):
         """``default_config`` updated with ``overrides`` (unknown keys raise)."""

@@ -220,6 +220,26 @@ def evaluate(model, records, *, image_config, batch_size=64, report=None, source
     return metrics, predictions
 
 
+def baseline(train_records, eval_records, num_classes=None, **config):
+    """Majority-class baseline: the most frequent training label for every
+    evaluation image. Returns ``accuracy`` (and ``top5_accuracy`` with more
+    than 5 classes: the 5 most frequent training labels) and ``label``."""
+    train_records = task_data.require(train_records, "training records")
+    eval_records = task_data.require(eval_records, "evaluation records")
+    if num_classes is None:
+        raise ValueError("The image classification baseline needs `num_classes`.")
+    train = np.array([_label(task_data.field(r, "label", i), i, num_classes, None)
+                      for i, r in enumerate(train_records)])
+    truth = np.array([_label(task_data.field(r, "label", i), i, num_classes, None)
+                      for i, r in enumerate(eval_records)])
+    counts = np.bincount(train, minlength=num_classes)
+    ranked = np.argsort(-counts, kind="stable")
+    metrics = {"accuracy": float(np.mean(truth == ranked[0])), "label": int(ranked[0])}
+    if num_classes > 5:
+        metrics["top5_accuracy"] = float(np.mean(np.isin(truth, ranked[:5])))
+    return metrics
+
+
 def export_predictions(predictions, path):
     """JSON list of ``{"index", "label", "score"}``."""
     with open(path, "w", encoding="utf-8") as f:
@@ -253,4 +273,5 @@ TASK = TaskSpec(
         "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
+    baseline=baseline,
 )

@@ -220,6 +220,25 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=N
     return {"accuracy": float(np.mean(predicted == labels))}, predictions
 
 
+def majority_class(labels):
+    """Most frequent int label (ties: the smallest)."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def baseline(train_records, eval_records, num_classes=2, **config):
+    """Majority-class baseline: the most frequent training label for every
+    evaluation record. Returns ``accuracy`` and ``label``."""
+    train_records = task_data.require(train_records, "training records")
+    eval_records = task_data.require(eval_records, "evaluation records")
+    train = [class_label(task_data.field(r, "label", i), i, num_classes)
+             for i, r in enumerate(train_records)]
+    label = majority_class(train)
+    truth = np.array([class_label(task_data.field(r, "label", i), i, num_classes)
+                      for i, r in enumerate(eval_records)])
+    return {"accuracy": float(np.mean(truth == label)), "label": label}
+
+
 def export_predictions(predictions, path):
     """JSON list of ``{"index", "label", "probabilities"}``."""
     with open(path, "w", encoding="utf-8") as f:
@@ -256,4 +275,5 @@ TASK = TaskSpec(
     default_config={"num_classes": 2, "image_size": None, "head_hidden_dim": None,
                     "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
+    baseline=baseline,
 )

@@ -110,13 +110,34 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=N
     logits = itc_task.predict_logits(model, records, tokenizer=tokenizer,
                                      image_config=image_config, batch_size=batch_size,
                                      report=report, source=source)
-    predicted = logits.argmax(-1)
+    return score_labels(records, logits.argmax(-1), images_per_example=images_per_example,
+                        split=split, source=source)
+
+
+def score_labels(records, predicted, images_per_example=IMAGES_PER_EXAMPLE, split="dev",
+                 source=None):
+    """Score per-image predictions as :func:`evaluate` does (no model needed).
+
+    Args:
+        records: per-image NLVR records (or examples with six ``images``,
+            expanded in the same order as :func:`per_image_records`).
+        predicted: int array (N,), 1 = "true", one per image.
+        images_per_example, split: as :func:`evaluate`.
+
+    Returns:
+        (metrics, predictions) as :func:`evaluate`.
+    """
+    records = per_image_records(task_data.require(records, source), source)
+    predicted = np.asarray(predicted)
+    if predicted.shape != (len(records),):
+        raise ValueError(f"{predicted.shape} predictions for {len(records)} images.")
     rows, examples = [], {}
     for i, (record, p) in enumerate(zip(records, predicted)):
         name = image_name(record, i, split)
         rows.append((name, "true" if p == 1 else "false"))
         example = "-".join(nlvr_image_key(name).split("-")[:2])
-        label = "true" if task_data.binary_label(record["label"], i, source) else "false"
+        label = "true" if task_data.binary_label(
+            task_data.field(record, "label", i, source), i, source) else "false"
         if examples.setdefault(example, label) != label:
             raise task_data.RecordError(
                 f"record {i}: example {example} has images with different labels."
@@ -127,6 +148,26 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=N
         images_per_example=images_per_example,
     )
     return metrics, rows
+
+
+def majority_label(records, source=None):
+    """1 if most images of ``records`` are labelled true, else 0 (ties: true)."""
+    records = per_image_records(task_data.require(records, source), source)
+    labels = [task_data.binary_label(task_data.field(r, "label", i, source), i, source)
+              for i, r in enumerate(records)]
+    return int(2 * sum(labels) >= len(labels))
+
+
+def baseline(train_records, eval_records, images_per_example=IMAGES_PER_EXAMPLE, split="dev",
+             **config):
+    """Majority baseline: the majority label of the training images for every
+    evaluation image (on NLVR ``dev``: every sentence "true", accuracy 0.553),
+    scored as :func:`evaluate`. Returns the metrics plus ``label``."""
+    label = majority_label(train_records, "training records")
+    eval_images = per_image_records(task_data.require(eval_records, "evaluation records"))
+    metrics, _ = score_labels(eval_images, np.full(len(eval_images), label),
+                              images_per_example=images_per_example, split=split)
+    return {**metrics, "label": "true" if label else "false"}
 
 
 def export_predictions(predictions, path):
@@ -172,4 +213,6 @@ TASK = TaskSpec(
         "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
+    baseline=baseline,
+    prediction_file="predictions.csv",
 )

@@ -186,13 +186,35 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, report=N
         labels=np.arange(len(records)), training=False, report=report, image_key="images",
     )
     logits = task_data.predict_in_record_order(model.predict_on_batch, ds, len(records), source)
-    predicted = np.asarray(logits).argmax(-1)
+    return score_labels(records, np.asarray(logits).argmax(-1), source=source)
+
+
+def score_labels(records, predicted, source=None):
+    """Score predictions (int (N,), 1 = True) as :func:`evaluate` does."""
+    records = task_data.require(records, source)
+    predicted = np.asarray(predicted)
+    if predicted.shape != (len(records),):
+        raise ValueError(f"{predicted.shape} predictions for {len(records)} examples.")
     rows, examples = [], []
     for i, (r, p) in enumerate(zip(records, predicted)):
         identifier = str(task_data.field(r, "identifier", i, source))
         rows.append((identifier, "True" if p == 1 else "False"))
-        examples.append({"identifier": identifier, "label": r["label"]})
+        label = task_data.binary_label(task_data.field(r, "label", i, source), i, source)
+        examples.append({"identifier": identifier, "label": bool(label)})
     return nlvr2_metrics(rows, examples), rows
+
+
+def baseline(train_records, eval_records, **config):
+    """Majority baseline: the majority label of ``train_records`` for every
+    example of ``eval_records`` (ties: True), scored as :func:`evaluate`.
+    Returns the metrics plus ``label``."""
+    train_records = task_data.require(train_records, "training records")
+    labels = [task_data.binary_label(task_data.field(r, "label", i), i)
+              for i, r in enumerate(train_records)]
+    label = int(2 * sum(labels) >= len(labels))
+    eval_records = task_data.require(eval_records, "evaluation records")
+    metrics, _ = score_labels(eval_records, np.full(len(eval_records), label))
+    return {**metrics, "label": "True" if label else "False"}
 
 
 def export_predictions(predictions, path):
@@ -231,4 +253,6 @@ TASK = TaskSpec(
     default_config={"image_size": None, "head_hidden_dim": None,
                     "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
+    baseline=baseline,
+    prediction_file="predictions.csv",
 )

@@ -479,6 +479,56 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k
     return metrics, predictions
 
 
+def chance_recall(image_ids, text_image_ids, ks=(1, 5, 10)):
+    """Expected recall of a random ranking (the retrieval "chance" baseline).
+
+    Exact expectations, not a simulation: text retrieval for an image with
+    c of the T captions is a hit at K with probability
+    ``1 - C(T - c, K) / C(T, K)``; image retrieval for a caption is a hit
+    with probability ``min(K, N) / N`` over N gallery images.
+
+    Args:
+        image_ids: gallery image ids (distinct).
+        text_image_ids: the image id of every caption.
+        ks: recall cut-offs.
+
+    Returns:
+        dict with the keys of :func:`vlbeit_keras.metrics.retrieval.retrieval_recall`
+        (``tr_r1`` ... ``ir_r10``, ``tr_mean``, ``ir_mean``, ``r_mean``).
+    """
+    import collections
+
+    counts = collections.Counter(text_image_ids)
+    n_images, n_texts = len(image_ids), len(text_image_ids)
+    out = {}
+    for k in ks:
+        hits = []
+        for image in image_ids:
+            c, miss = counts.get(image, 0), 1.0
+            for j in range(min(k, n_texts)):
+                miss *= max(n_texts - c - j, 0) / (n_texts - j)
+            hits.append(1.0 - miss)
+        out[f"tr_r{k}"] = float(np.mean(hits))
+    for k in ks:
+        out[f"ir_r{k}"] = min(k, n_images) / n_images
+    out["tr_mean"] = float(np.mean([out[f"tr_r{k}"] for k in ks]))
+    out["ir_mean"] = float(np.mean([out[f"ir_r{k}"] for k in ks]))
+    out["r_mean"] = (out["tr_mean"] + out["ir_mean"]) / 2
+    return out
+
+
+def baseline(train_records, eval_records, **config):
+    """Chance: the expected recall of a random ranking of the evaluation
+    gallery (:func:`chance_recall`), under the keys of :func:`evaluate`
+    (also ``itc_``-prefixed); ``train_records`` are not used."""
+    eval_records = task_data.require(eval_records, "evaluation records")
+    ids = [task_data.field(r, "image_id", i) for i, r in enumerate(eval_records)]
+    unique_ids, _ = unique_images(ids)
+    chance = chance_recall(list(unique_ids), ids)
+    return {**{f"itc_{k}": v for k, v in chance.items()}, **chance,
+            "num_images": len(unique_ids), "num_texts": len(ids)}
+
+
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
@@ -524,4 +574,5 @@ TASK = TaskSpec(
     default_config={"image_size": None, "use_itm": True, "negative_sampling_seed": None,
                     "rerank_k": 32, "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
+    baseline=baseline,
 )

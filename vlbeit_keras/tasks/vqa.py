@@ -316,12 +316,31 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, revision
         task_data.field(r, "answers", i, source)
     logits = predict_logits(model, records, tokenizer=tokenizer, image_config=image_config,
                             batch_size=batch_size, report=report, source=source)
-    answers = model.answers(logits)
+    return score_answers(records, model.answers(logits), revision=revision, source=source)
+
+
+def score_answers(records, answers, revision="current", source=None):
+    """Score predicted answers as :func:`evaluate` does (no model needed).
+
+    Args:
+        records: VQA records with ``answers`` (and ``question_id``).
+        answers: list of str, one predicted answer per record.
+        revision: VQA evaluator revision.
+
+    Returns:
+        (metrics, predictions) as :func:`evaluate`.
+
+    Raises:
+        ValueError: ``answers`` and ``records`` differ in length.
+    """
+    records = task_data.require(records, source)
+    if len(answers) != len(records):
+        raise ValueError(f"{len(answers)} answers for {len(records)} records.")
     predictions, references, exact, single = [], {}, [], {}
     for i, (r, answer) in enumerate(zip(records, answers)):
         qid = r.get("question_id", i)
         predictions.append({"question_id": qid, "answer": answer})
-        gts = list(r["answers"])
+        gts = list(task_data.field(r, "answers", i, source))
         exact.append(normalize_answer(answer) == majority_answer(gts))
         if len(gts) == 1:
             single[qid] = float(exact[-1])
@@ -341,6 +360,26 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, revision
         "num_questions": len(records),
     }
     return metrics, predictions
+
+
+def most_frequent_answer(records, source=None):
+    """The most frequent normalised majority answer of ``records`` (ties:
+    alphabetical order), the "most-frequent answer" baseline's prediction."""
+    counts = collections.Counter(
+        majority_answer(task_data.field(r, "answers", i, source)) for i, r in enumerate(records)
+    )
+    best = max(counts.values())
+    return min(a for a, c in counts.items() if c == best)
+
+
+def baseline(train_records, eval_records, revision="current", **config):
+    """Most-frequent-answer baseline: the most frequent (normalised majority)
+    answer of ``train_records`` for every question of ``eval_records``,
+    scored as :func:`evaluate`. Returns the metrics dict plus ``answer``."""
+    answer = most_frequent_answer(task_data.require(train_records, "training records"))
+    eval_records = task_data.require(eval_records, "evaluation records")
+    metrics, _ = score_answers(eval_records, [answer] * len(eval_records), revision=revision)
+    return {**metrics, "answer": answer}
 
 
 def export_predictions(predictions, path):
@@ -388,4 +427,5 @@ TASK = TaskSpec(
         "resize_method": DEFAULT_RESIZE_METHOD,
     },
     example=example,
+    baseline=baseline,
 )

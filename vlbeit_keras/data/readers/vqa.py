@@ -3,8 +3,9 @@
 Answer normalisation follows the official evaluator, GT-Vision-Lab/VQA
 ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` at the current revision
 ``a013f0043c1e2cdc995922dfe257f7149aa9af06`` (2021-03-11, "Fixed processing
-answers bug"); the rules are restated in ``../shared/fixtures/vqa_eval/README.md``
-and tested against its cases. This is a re-implementation from those rules.
+answers bug"). The normalisation itself lives in one place,
+:mod:`vlbeit_keras.metrics.vqa` (tested against every case of
+``../shared/fixtures/vqa_eval``); this module reuses it.
 
 Vocabulary and soft targets (MODEL_SPEC §9.1, our documented choice): the
 answer vocabulary is built from the *normalised* majority answers
@@ -20,182 +21,31 @@ answers are rare in VQA v2, whose answers are already lower-cased.
 
 import collections
 import os
-import re
 
 import numpy as np
 
 from vlbeit_keras.data.readers import report as rep
+from vlbeit_keras.metrics.vqa import CURRENT_REVISION
+from vlbeit_keras.metrics.vqa import normalize_answer
 
-VQA_EVAL_REVISION = "a013f0043c1e2cdc995922dfe257f7149aa9af06"
-
-# Characters handled one by one by the evaluator's punctuation step. The
-# apostrophe, period, colon, %, $, #, & and * are not in this set.
-_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\",
-                "_", "-", ">", "<", "@", "`", ",", "?", "!")
-_DIGIT_COMMA_DIGIT = re.compile(r"[0-9],[0-9]")
-# A period not followed by a digit. The evaluator's look-behind is written
-# "(?!<=\d)", which is a no-op, so only the look-ahead matters.
-_DELETABLE_PERIOD = re.compile(r"\.(?![0-9])")
-# The evaluator passes re.UNICODE (= 32) where re.sub expects the count.
-_MAX_PERIODS_REMOVED = 32
-_NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
-}
-_ARTICLES = frozenset(("a", "an", "the"))
-
-
-def _contractions():
-    # The evaluator's table: a word missing apostrophes -> its apostrophe form.
-    # Stored as "canonical: variant variant ..." lines (the table's data,
-    # regrouped). Keys with capitals ("Im", "Ive", "Id've", "I'dve") are in
-    # the official table but can never match lower-cased words, so they are
-    # left out.
-    groups = """
-        ain't: aint
-        aren't: arent
-        can't: cant
-        could've: couldve
-        couldn't: couldnt
-        couldn't've: couldn'tve couldnt've
-        didn't: didnt
-        doesn't: doesnt
-        don't: dont
-        hadn't: hadnt
-        hadn't've: hadnt've hadn'tve
-        hasn't: hasnt
-        haven't: havent
-        he'd: hed
-        he'd've: hed've he'dve
-        he's: hes
-        how'd: howd
-        how'll: howll
-        how's: hows
-        isn't: isnt
-        it'd: itd
-        it'd've: itd've it'dve
-        it'll: itll
-        let's: let's
-        ma'am: maam
-        mightn't: mightnt
-        mightn't've: mightnt've mightn'tve
-        might've: mightve
-        mustn't: mustnt
-        must've: mustve
-        needn't: neednt
-        not've: notve
-        o'clock: oclock
-        oughtn't: oughtnt
-        'ow's'at: ow's'at 'ows'at 'ow'sat
-        shan't: shant
-        she'd've: shed've she'dve
-        she's: she's
-        should've: shouldve
-        shouldn't: shouldnt
-        shouldn't've: shouldnt've shouldn'tve
-        somebodyd: somebody'd
-        somebody'd've: somebodyd've somebody'dve
-        somebody'll: somebodyll
-        somebody's: somebodys
-        someone'd: someoned
-        someone'd've: someoned've someone'dve
-        someone'll: someonell
-        someone's: someones
-        something'd: somethingd
-        something'd've: somethingd've something'dve
-        something'll: somethingll
-        that's: thats
-        there'd: thered
-        there'd've: thered've there'dve
-        there're: therere
-        there's: theres
-        they'd: theyd
-        they'd've: theyd've they'dve
-        they'll: theyll
-        they're: theyre
-        they've: theyve
-        'twas: twas
-        wasn't: wasnt
-        we'd've: wed've we'dve
-        we've: weve
-        weren't: werent
-        what'll: whatll
-        what're: whatre
-        what's: whats
-        what've: whatve
-        when's: whens
-        where'd: whered
-        where's: wheres
-        where've: whereve
-        who'd: whod
-        who'd've: whod've who'dve
-        who'll: wholl
-        who's: whos
-        who've: whove
-        why'll: whyll
-        why're: whyre
-        why's: whys
-        won't: wont
-        would've: wouldve
-        wouldn't: wouldnt
-        wouldn't've: wouldnt've wouldn'tve
-        y'all: yall
-        y'all'll: yall'll y'allll
-        y'all'd've: yall'd've y'alld've y'all'dve
-        you'd: youd
-        you'd've: youd've you'dve
-        you'll: youll
-        you're: youre
-        you've: youve
-    """
-    table = {}
-    for line in groups.strip().splitlines():
-        canonical, variants = line.strip().split(": ")
-        for variant in variants.split():
-            table[variant] = canonical
-    return table
-
-
-_CONTRACTIONS = _contractions()
-
-
-def _clean_whitespace(text):
-    return text.replace("\n", " ").replace("\t", " ").strip()
-
-
-def _process_punctuation(text):
-    out = text
-    keep_joined = _DIGIT_COMMA_DIGIT.search(text) is not None
-    for p in _PUNCTUATION:
-        if keep_joined or (p + " ") in text or (" " + p) in text:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    return _DELETABLE_PERIOD.sub("", out, count=_MAX_PERIODS_REMOVED)
-
-
-def _process_words(text):
-    words = []
-    for word in text.lower().split():
-        word = _NUMBER_WORDS.get(word, word)
-        if word not in _ARTICLES:
-            words.append(_CONTRACTIONS.get(word, word))
-    return " ".join(words)
+VQA_EVAL_REVISION = CURRENT_REVISION
 
 
 def normalize_vqa_answer(answer):
     """Normalise an answer string as the official VQA evaluator does.
 
-    Steps (revision :data:`VQA_EVAL_REVISION`): newlines/tabs -> spaces and
-    strip; punctuation (each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !``
-    deleted if it touches a space in the original or the string has a
-    digit-comma-digit, else replaced by a space); periods not followed by a
+    The one implementation is :func:`vlbeit_keras.metrics.vqa.normalize_answer`
+    (verified against ``../shared/fixtures/vqa_eval``); this name is kept for
+    the readers' API. Steps (revision :data:`VQA_EVAL_REVISION`): newlines/tabs
+    -> spaces and strip; punctuation (each of ``; / [ ] " { } ( ) = + \\ _ - > <
+    @ ` , ? !`` deleted if it touches a space in the original or the string has
+    a digit-comma-digit, else replaced by a space); periods not followed by a
     digit deleted (at most 32, an evaluator quirk); lower-case, number words
     zero..ten and "none" -> digits, articles a/an/the dropped, contractions
     table applied; words joined by single spaces.
 
     Args:
-        answer: str.
+        answer: str (other values are converted with ``str``).
 
     Returns:
         str, the normalised answer (may be empty).
@@ -204,7 +54,7 @@ def normalize_vqa_answer(answer):
         ``"Two dogs."`` -> ``"2 dogs"``; ``"t-shirt"`` -> ``"t shirt"``;
         ``"1,000"`` -> ``"1000"``; ``"dont"`` -> ``"don't"``.
     """
-    return _process_words(_process_punctuation(_clean_whitespace(str(answer))))
+    return normalize_answer(str(answer))
 
 
 def vqa_soft_score(count):
