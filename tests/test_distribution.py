@@ -5,6 +5,7 @@ whatever KERAS_BACKEND this suite runs under (keras.distribution is JAX-only,
 and the device count must be set before JAX is imported).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -179,3 +180,61 @@ def test_host_shards_partition_the_global_pretraining_batch():
                                           _unmasked(batch[stream]))
     with pytest.raises(ValueError, match="not divisible by the 3 data shards"):
         P.make_pretraining_dataset(config, tokenizer, **records, num_shards=3, shard_index=0)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _recipe(workdir, *overrides, env=None, devices=8):
+    env = dict(env or JAX_ENV, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "recipes" / "pretrain.py"), "--smoke", "--workdir", str(workdir),
+         "verbose=0", *overrides],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _summary(process, timeout=1500):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.large
+def test_recipe_model_parallel_on_8_devices_matches_single_device(tmp_path):
+    single = _summary(_recipe(tmp_path / "single", devices=1))
+    sharded = _summary(_recipe(tmp_path / "mp", "distribution.kind=model_parallel",
+                               "distribution.model_parallel_size=4"))
+    assert sharded["num_devices"] == 8 and sharded["distribution"] == "model_parallel"
+    for epoch in ("first_epoch", "last_epoch"):
+        for key, value in single[epoch].items():
+            if key.endswith(("_loss", "_accuracy")) or key == "loss":
+                assert abs(sharded[epoch][key] - value) <= 1e-4, (epoch, key, value, sharded[epoch][key])
+
+
+@pytest.mark.large
+def test_multi_host_data_parallel_recipe_two_processes(tmp_path):
+    """Two processes x 4 CPU devices joined by keras.distribution.initialize (env variables)."""
+    port = _free_port()
+    batches = [f"data.{k}_batch_size=8" for k in ("text", "image", "pair")]
+    procs = []
+    for i in range(2):
+        env = dict(JAX_ENV, KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}",
+                   KERAS_DISTRIBUTION_NUM_PROCESSES="2", KERAS_DISTRIBUTION_PROCESS_ID=str(i))
+        procs.append(_recipe(tmp_path, "distribution.kind=data_parallel", *batches, env=env, devices=4))
+    summaries = [_summary(p) for p in procs]
+    assert [s["process_index"] for s in summaries] == [0, 1]
+    assert all(s["process_count"] == 2 and s["num_devices"] == 8 and s["steps"] == 6 for s in summaries)
+    assert summaries[1]["workdir"] == str(tmp_path / "process_1")
+    # Every process logs the same global metrics and ends with the same weights.
+    assert summaries[0]["last_epoch"]["loss"] == summaries[1]["last_epoch"]["loss"]
+    assert np.isfinite(summaries[0]["last_epoch"]["loss"])
+    a = keras.saving.load_model(tmp_path / "backbone.keras")
+    b = keras.saving.load_model(tmp_path / "process_1" / "backbone.keras")
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y))
