@@ -140,19 +140,30 @@ def synthetic_inputs(step, batch, image_size, patch, text_length, vocab, num_ans
     return {**text, "images": images}, y, k
 
 
+def _cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
 def time_steps(step_fn, warmup, steps):
-    """(first-step seconds, list of timed step seconds) after ``warmup`` steps."""
+    """(first-step s, timed step wall s list, timed step CPU s list) after ``warmup`` steps.
+
+    CPU seconds are this process's user + system time (all its threads): on
+    a shared machine they are much less distorted by other processes' load
+    than wall time.
+    """
     t = time.perf_counter()
     step_fn()
     first = time.perf_counter() - t
     for _ in range(max(warmup - 1, 0)):
         step_fn()
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_seconds()
         step_fn()
         times.append(time.perf_counter() - t)
-    return first, times
+        cpu.append(_cpu_seconds() - c)
+    return first, times, cpu
 
 
 # ----------------------------------------------------------------------------- workers
@@ -193,7 +204,7 @@ def worker_ours(args):
             return model.train_on_batch(x, return_dict=True)
         return model.train_on_batch(x, y, return_dict=True)
 
-    first, times = time_steps(step, args.warmup, args.steps)
+    first, times, cpu = time_steps(step, args.warmup, args.steps)
     flops = step_flops(backbone, args.step, args.batch_size, text_length=args.text_length,
                        num_image_masked=masked, codebook_size=args.codebook_size,
                        num_answers=args.num_answers, tokenizer_flops_per_image=tokenizer_flops)
@@ -205,6 +216,7 @@ def worker_ours(args):
         "params": int(model.count_params()),
         "first_step_s": first,
         "step_times_s": times,
+        "step_cpu_s": cpu,
         "train_flops": flops["train"],
         "peak_memory_mib": memory,
         "memory_kind": memory_kind,
@@ -255,7 +267,7 @@ def worker_reference(args):
         optimizer.step()
         return float(loss)
 
-    first, times = time_steps(step, args.warmup, args.steps)
+    first, times, cpu = time_steps(step, args.warmup, args.steps)
     flops = step_flops(cfg, "mim", args.batch_size, num_image_masked=masked,
                        codebook_size=args.codebook_size, head_positions="all")
     memory, memory_kind = peak_memory_mib()
@@ -269,6 +281,7 @@ def worker_reference(args):
         "params": sum(p.numel() for p in model.parameters()),
         "first_step_s": first,
         "step_times_s": times,
+        "step_cpu_s": cpu,
         "train_flops": flops["train"],
         "peak_memory_mib": memory,
         "memory_kind": memory_kind,
@@ -304,7 +317,8 @@ def summarize(row, peak):
     times = row["step_times_s"]
     mean = statistics.fmean(times)
     row = dict(row)
-    row.update(step_s=mean, step_s_median=statistics.median(times), steps_per_s=1.0 / mean)
+    row.update(step_s=mean, step_s_median=statistics.median(times), steps_per_s=1.0 / mean,
+               cpu_s=statistics.fmean(row["step_cpu_s"]))
     row["examples_per_s"] = row["steps_per_s"] * row.get("batch_size", 0)
     row["flops_per_s"] = row["train_flops"] / mean
     row["peak_fraction"] = row["flops_per_s"] / peak if peak else None
@@ -319,8 +333,8 @@ def print_table(rows, args, peak_info, reference):
     print(f"CPU: {peak_info['model']}")
     print(f"CPU peak (float32): {peak_info['peak'] / 1e9:.1f} GFLOP/s = {peak_info['how']}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    header = (f"{'implementation':<52}{'step s':>8}{'steps/s':>9}{'ex/s':>8}{'GFLOP/step':>11}"
-              f"{'GFLOP/s':>9}{'of peak':>8}{'peak MiB':>10}{'vs ref':>8}")
+    header = (f"{'implementation':<52}{'step s':>8}{'CPU s':>7}{'steps/s':>9}{'ex/s':>7}"
+              f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'of peak':>8}{'peak MiB':>9}{'vs ref':>7}{'CPU vs ref':>11}")
     print(header)
     print("-" * len(header))
     ref = next((r for r in rows if r.get("kind") == "reference" and "error" not in r), None)
@@ -329,17 +343,19 @@ def print_table(rows, args, peak_info, reference):
             print(f"{row['impl']:<52}  failed: {row['error']}")
             continue
         ratio = f"{row['steps_per_s'] / ref['steps_per_s']:.2f}" if ref else "-"
-        print(f"{row['impl'][:51]:<52}{row['step_s']:>8.3f}{row['steps_per_s']:>9.3f}"
-              f"{row['examples_per_s']:>8.2f}{row['train_flops'] / 1e9:>11.1f}"
+        cpu_ratio = f"{ref['cpu_s'] / row['cpu_s']:.2f}" if ref else "-"
+        print(f"{row['impl'][:51]:<52}{row['step_s']:>8.2f}{row['cpu_s']:>7.1f}{row['steps_per_s']:>9.3f}"
+              f"{row['examples_per_s']:>7.2f}{row['train_flops'] / 1e9:>11.1f}"
               f"{row['flops_per_s'] / 1e9:>9.1f}{100 * row['peak_fraction']:>7.1f}%"
-              f"{row['peak_memory_mib']:>10.0f}{ratio:>8}")
+              f"{row['peak_memory_mib']:>9.0f}{ratio:>7}{cpu_ratio:>11}")
     if reference is None:
         print(f"reference: none for the {args.step!r} step (no well-kept PyTorch library implements "
               "VL-BEiT/VLMo's MoME model)")
     elif ref is None:
         print(f"reference: {reference} not measured ({'skipped' if args.no_reference else 'failed'})")
-    print("vs ref = our steps/s / reference steps/s (same shape, same step, same run); "
-          "first-step (compile) times and all step times are in --json output.")
+    print("vs ref = our steps/s / reference steps/s (same shape, same step, same run); CPU vs ref = "
+          "reference CPU s / our CPU s per step (less sensitive to other load); GFLOP/s and "
+          "of peak use wall time; first-step (compile) and per-step times are in --json output.")
 
 
 def memory_table(args):
