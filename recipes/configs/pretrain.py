@@ -33,7 +33,16 @@ def _base():
             expert_type="ffn",
             # Drop path 0.1 as VLMo/BEiT-3 pretraining (MODEL_SPEC §3.1).
             overrides=dict(drop_path_rate=0.1),
+            # Gradient checkpointing of every MoME block: less activation memory
+            # for ~1/3 more compute (docs/scaling.md has the measured trade-off).
+            remat=False,
         ),
+        # keras.distribution (JAX backend): "none", "data_parallel" (replicas on
+        # every device) or "model_parallel" (attention/expert kernels split over
+        # `model_parallel_size` devices, the rest of the mesh splits the batch).
+        # multi_host: None = join a multi-host job when KERAS_DISTRIBUTION_* are
+        # set, True = always (TPU pods, SLURM). Batch sizes are global.
+        distribution=dict(kind="none", model_parallel_size=1, multi_host=None),
         # Total = MLM + MIM + MVLM_text + MVLM_image, equal weights (MODEL_SPEC §6.3).
         objectives=("mlm", "mim", "mvlm"),
         data=dict(
@@ -120,7 +129,7 @@ def _four_million(config):
     # COCO + VG + CC3M + SBU in the generic JSONL image-text format
     # (one {"image": path, "text": caption} per line), see docs/pretraining.md.
     config["workdir"] = "runs/pretrain_4m"
-    config["model"].update(preset="vlbeit_base", overrides=dict(drop_path_rate=0.1))
+    config["model"].update(preset="vlbeit_base", overrides=dict(drop_path_rate=0.1), remat=False)
     config["data"]["sources"] = [
         dict(reader="image_text", kwargs=dict(path=str(DATA / f"{name}.jsonl"), image_root=str(DATA)),
              streams=["image", "image_text"])
@@ -136,6 +145,8 @@ def _four_million(config):
     config["optimizer"].update(scale_with_batch=True, warmup_steps=10_000)
     config["schedule"] = dict(total_steps=1_000_000, checkpoint_every=5_000, log_every=100)
     config["mixed_precision"] = "mixed_bfloat16"
+    # Base on accelerators: replicas on every device, every host feeds its share.
+    config["distribution"] = dict(kind="data_parallel", model_parallel_size=1, multi_host=None)
 
 
 def get_config(arg=None):

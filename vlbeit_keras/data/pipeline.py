@@ -492,6 +492,41 @@ def _positions(num_records, seed, stream, start, shuffle, repeat):
     return tf.data.Dataset.range(start, stop).map(_no_autograph(to_index))
 
 
+def shard_positions(positions, batch_size, num_shards=1, shard_index=0):
+    """This host's share of a position stream: ``batch_size / num_shards`` of every batch.
+
+    Global batch k covers positions ``start + k * batch_size ...``; shard i
+    keeps the i-th contiguous slice of ``batch_size / num_shards`` positions
+    of every batch (``batch -> shard -> unbatch`` on the cheap position
+    stream, before any image is read), so hosts decode disjoint examples and
+    together cover exactly the global batch. Multi-host training
+    (``vlbeit_keras.distribution.data_shard``) passes the process's shard.
+
+    Args:
+        positions: dataset of (g, record index) (see ``_positions``).
+        batch_size: int, the *global* batch size of the stream.
+        num_shards, shard_index: ints, 0 <= shard_index < num_shards.
+
+    Returns:
+        (dataset of (g, index), per-shard batch size).
+
+    Raises:
+        ValueError: ``batch_size`` not divisible by ``num_shards`` or a bad index.
+    """
+    num_shards, shard_index = int(num_shards), int(shard_index)
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"Need 0 <= shard_index < num_shards; received {shard_index}, {num_shards}.")
+    if batch_size % num_shards:
+        raise ValueError(
+            f"The global batch size {batch_size} is not divisible by the {num_shards} data "
+            "shards (hosts); choose a multiple."
+        )
+    local = batch_size // num_shards
+    if num_shards == 1:
+        return positions, local
+    return positions.batch(local, drop_remainder=True).shard(num_shards, shard_index).unbatch(), local
+
+
 def _no_autograph(fn):
     """Element functions are plain TF code: skip AutoGraph (seconds of tracing)."""
     return tf.autograph.experimental.do_not_convert(fn)
@@ -711,6 +746,8 @@ def make_pretraining_dataset(
     pair_records=None,
     start_step=0,
     report=None,
+    num_shards=1,
+    shard_index=0,
 ):
     """The infinite pretraining dataset: one dict per step (see the layout below).
 
@@ -730,6 +767,14 @@ def make_pretraining_dataset(
             ``DataSkipWarning``s). Each bad image is reported once (stage
             ``"decode"``), names its file, and its record is left out of every
             batch.
+        num_shards, shard_index: multi-host input sharding: this host builds
+            only its slice of every global batch (batch sizes in ``config``
+            are global and must divide by ``num_shards``; see
+            :func:`shard_positions`). Records, image augmentations and patch
+            masks are seeded per global position, so the hosts' slices
+            together equal the single-host batch; text masks are drawn per
+            slice (seeded by the slice's first position), so they differ from
+            a single-host run's draws but stay deterministic and resumable.
 
     Returns:
         ``tf.data.Dataset`` of dicts, for each enabled stream (Bt, Bi, Bp the
@@ -835,6 +880,7 @@ def make_pretraining_dataset(
     datasets = {}
     for name, (fn, batch_fn, num_records, batch_size) in streams.items():
         ds = _positions(num_records, seed, name, int(start_step) * batch_size, True, True)
+        ds, batch_size = shard_positions(ds, batch_size, num_shards, shard_index)
         ds = ds.map(_no_autograph(fn), num_parallel_calls=config.num_parallel_calls,
                     deterministic=True)
         if name != "text":
@@ -887,6 +933,8 @@ def make_image_text_dataset(
     num_parallel_calls=AUTOTUNE,
     prefetch=AUTOTUNE,
     skip_decode_errors=None,
+    num_shards=1,
+    shard_index=0,
 ):
     """Batches of image-text pairs for fine-tuning / evaluation (VQA, NLVR, ITM...).
 
@@ -916,6 +964,9 @@ def make_image_text_dataset(
         skip_decode_errors: also drop elements that fail later inside
             TensorFlow (TF logs each) instead of raising; default: True when
             training, False for evaluation.
+        num_shards, shard_index: multi-host training: this host reads only
+            its slice of every global batch (``batch_size`` is global; see
+            :func:`shard_positions`). Ignored for evaluation.
 
     Returns:
         ``tf.data.Dataset`` of ``x`` or ``(x, y)``; ``x`` = ``{"token_ids":
@@ -940,7 +991,8 @@ def make_image_text_dataset(
 
     return _task_dataset(records, element, batch_size, training, seed, start_step,
                          num_parallel_calls, prefetch, skip_decode_errors,
-                         batch_fn=_pack_batch(packer))
+                         batch_fn=_pack_batch(packer), num_shards=num_shards,
+                         shard_index=shard_index)
 
 
 def _is_multi(records, image_key):
@@ -980,9 +1032,12 @@ def _pack_batch(packer):
 
 
 def _task_dataset(records, element, batch_size, training, seed, start_step,
-                  num_parallel_calls, prefetch, skip_decode_errors=None, batch_fn=None):
+                  num_parallel_calls, prefetch, skip_decode_errors=None, batch_fn=None,
+                  num_shards=1, shard_index=0):
     start = int(start_step) * batch_size if training else 0
     ds = _positions(len(records), seed, "task", start, shuffle=training, repeat=training)
+    if training:  # evaluation reads the whole set on every host
+        ds, batch_size = shard_positions(ds, batch_size, num_shards, shard_index)
     ds = ds.map(_no_autograph(element), num_parallel_calls=num_parallel_calls,
                 deterministic=True)
     ds = _drop_bad(ds)
@@ -1012,6 +1067,8 @@ def make_image_dataset(
     num_parallel_calls=AUTOTUNE,
     prefetch=AUTOTUNE,
     skip_decode_errors=None,
+    num_shards=1,
+    shard_index=0,
 ):
     """Batches of images: ``{"images": float32 (B, H, W, 3)}`` (+ labels).
 
@@ -1032,7 +1089,8 @@ def make_image_dataset(
         return (x if label_tensor is None else (x, label_tensor[index])), ok
 
     return _task_dataset(records, element, batch_size, training, seed, start_step,
-                         num_parallel_calls, prefetch, skip_decode_errors)
+                         num_parallel_calls, prefetch, skip_decode_errors,
+                         num_shards=num_shards, shard_index=shard_index)
 
 
 def make_text_dataset(
@@ -1048,6 +1106,8 @@ def make_text_dataset(
     start_step=0,
     num_parallel_calls=AUTOTUNE,
     prefetch=AUTOTUNE,
+    num_shards=1,
+    shard_index=0,
 ):
     """Batches of texts: ``{"token_ids": int32 (B, T), "padding_mask": int32 (B, T)}``.
 
@@ -1065,4 +1125,5 @@ def make_text_dataset(
 
     return _task_dataset(records, element, batch_size, training, seed, start_step,
                          num_parallel_calls, prefetch, skip_decode_errors=False,
-                         batch_fn=_pack_batch(packer))
+                         batch_fn=_pack_batch(packer), num_shards=num_shards,
+                         shard_index=shard_index)

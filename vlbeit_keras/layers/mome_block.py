@@ -49,6 +49,17 @@ class MoMEBlock(keras.layers.Layer):
         layer_index: int, 0-based depth; the attention ``proj`` and expert
             ``fc2`` kernels are initialised with std 0.02 / sqrt(2 (l + 1))
             (BEiT ``fix_init_weight``).
+        remat: bool, gradient checkpointing: the attention branch
+            (norm1 -> attention -> layerscale) and the expert branch (expert
+            -> layerscale) are wrapped in ``keras.remat`` (the primitive
+            ``keras.RematScope`` applies: ``jax.checkpoint``,
+            ``tf.recompute_grad``, ``torch.utils.checkpoint``), so only the
+            block input and the mid-block residual are kept for the backward
+            pass and the rest is recomputed. Outputs and gradients are
+            unchanged. (A ``RematScope`` around the block itself cannot work:
+            it passes every call argument, including the static ``route``
+            string, through ``jax.checkpoint``.) Drop path stays outside the
+            recomputed functions, so its random mask is drawn once.
         dtype: dtype policy.
 
     Call arguments:
@@ -78,9 +89,11 @@ class MoMEBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
         layer_index=0,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = bool(remat)
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.intermediate_dim = int(intermediate_dim)
@@ -173,6 +186,16 @@ class MoMEBlock(keras.layers.Layer):
             return ops.concatenate([text, image], axis=1)
         raise ValueError(f"Unknown route {route!r}; expected one of {ROUTES}.")
 
+    def _attention_branch(self, x, attention_bias, padding_mask):
+        h = self.attn(
+            self.norm1(x), attention_bias=attention_bias, padding_mask=padding_mask
+        )
+        return self._scale(h, getattr(self, "gamma_1", None))
+
+    def _expert_branch(self, x, route, num_image_tokens, training):
+        h = self._experts(x, route, num_image_tokens, training)
+        return self._scale(h, getattr(self, "gamma_2", None))
+
     def call(
         self,
         x,
@@ -182,12 +205,28 @@ class MoMEBlock(keras.layers.Layer):
         num_image_tokens=None,
         training=None,
     ):
-        h = self.attn(
-            self.norm1(x), attention_bias=attention_bias, padding_mask=padding_mask
-        )
-        x = x + self.drop_path(self._scale(h, getattr(self, "gamma_1", None)), training=training)
-        h = self._experts(x, route, num_image_tokens, training)
-        x = x + self.drop_path(self._scale(h, getattr(self, "gamma_2", None)), training=training)
+        if route not in ROUTES:
+            raise ValueError(f"Unknown route {route!r}; expected one of {ROUTES}.")
+        if self.remat:
+            # Differentiable tensors are arguments of the recomputed function
+            # (tf.recompute_grad only differentiates arguments and variables);
+            # the boolean mask and the static routing are closed over.
+            if attention_bias is None:
+                h = keras.remat(lambda x: self._attention_branch(x, None, padding_mask))(x)
+            else:
+                h = keras.remat(
+                    lambda x, bias: self._attention_branch(x, bias, padding_mask)
+                )(x, attention_bias)
+        else:
+            h = self._attention_branch(x, attention_bias, padding_mask)
+        x = x + self.drop_path(h, training=training)
+        if self.remat:
+            h = keras.remat(
+                lambda x: self._expert_branch(x, route, num_image_tokens, training)
+            )(x)
+        else:
+            h = self._expert_branch(x, route, num_image_tokens, training)
+        x = x + self.drop_path(h, training=training)
         return x
 
     def compute_output_shape(self, input_shape):
@@ -206,6 +245,7 @@ class MoMEBlock(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "layer_index": self.layer_index,
+                "remat": self.remat,
             }
         )
         return config

@@ -47,6 +47,7 @@ class MoMEEncoder(keras.layers.Layer):
         expert_type, layerscale_init, layer_norm_epsilon: see ``MoMEBlock``.
         drop_path_rate: float, maximum stochastic-depth rate, linearly
             increasing from 0 (first block) to this value (last block).
+        remat: bool, gradient checkpointing in every block (``MoMEBlock``).
         dtype: dtype policy.
 
     Call arguments:
@@ -77,9 +78,11 @@ class MoMEEncoder(keras.layers.Layer):
         layerscale_init=0.1,
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = bool(remat)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)
         self.hidden_dim = int(hidden_dim)
@@ -120,6 +123,7 @@ class MoMEEncoder(keras.layers.Layer):
                     drop_path_rate=rate,
                     layer_norm_epsilon=self.layer_norm_epsilon,
                     layer_index=i,
+                    remat=self.remat,
                     dtype=self.dtype_policy,
                     name=f"blocks_{i}",
                 )
@@ -206,6 +210,7 @@ class MoMEEncoder(keras.layers.Layer):
                 "layerscale_init": self.layerscale_init,
                 "drop_path_rate": self.drop_path_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "remat": self.remat,
             }
         )
         return config

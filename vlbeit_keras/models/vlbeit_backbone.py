@@ -71,6 +71,9 @@ class VLBEiTBackbone(Backbone):
         num_modality_types: int, rows of the modality-type table (2; NLVR2
             uses 3, the third for the second image).
         layer_norm_epsilon: float, 1e-6 in every block and the final norm.
+        remat: bool, gradient checkpointing of every MoME block (attention
+            and expert branches recomputed in the backward pass; outputs and
+            gradients unchanged; see ``docs/scaling.md`` for the memory saved).
         dtype: dtype policy for all sublayers (e.g. ``"mixed_bfloat16"``).
 
     Inputs of the functional graph (image-text encoding):
@@ -119,6 +122,7 @@ class VLBEiTBackbone(Backbone):
         expert_type="ffn",
         num_modality_types=2,
         layer_norm_epsilon=1e-6,
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -176,6 +180,7 @@ class VLBEiTBackbone(Backbone):
             layerscale_init=layerscale_init,
             drop_path_rate=drop_path_rate,
             layer_norm_epsilon=layer_norm_epsilon,
+            remat=remat,
             dtype=dtype,
             name="transformer",
         )
@@ -220,6 +225,7 @@ class VLBEiTBackbone(Backbone):
         self.expert_type = expert_type
         self.num_modality_types = int(num_modality_types)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.remat = bool(remat)
         self.grid_size = self.patch_embed.grid_size
 
     # ------------------------------------------------------------------
@@ -359,6 +365,7 @@ class VLBEiTBackbone(Backbone):
                 "expert_type": self.expert_type,
                 "num_modality_types": self.num_modality_types,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "remat": self.remat,
             }
         )
         return config

@@ -23,6 +23,19 @@ MIM_HEAD = "mim_head"
 IMAGE_MASK_TOKEN = "image_mask_token"
 
 
+def head_dtype_policy(backbone):
+    """The MLM head's dtype policy: float32 under mixed precision.
+
+    keras-hub's ``MaskedLMHead`` (untied decoder) adds its float32
+    ``output_bias`` to half-precision logits without a cast, which
+    TensorFlow rejects (``AddV2`` bfloat16 + float); the head runs on the
+    gathered masked positions only and its logits feed a float32 softmax, so
+    float32 costs little. Non-mixed policies are used as they are.
+    """
+    policy = backbone.dtype_policy
+    return "float32" if policy.name.startswith("mixed_") else policy
+
+
 def mlm_head(pretrainer):
     """The shared MLM head (VLMo ``MLMHead``; LayerNorm eps 1e-12)."""
     backbone = pretrainer.backbone
@@ -33,7 +46,7 @@ def mlm_head(pretrainer):
             intermediate_activation="gelu",  # keras.activations.gelu: exact erf form
             layer_norm_epsilon=1e-12,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            dtype=backbone.dtype_policy,
+            dtype=head_dtype_policy(backbone),
             name=MLM_HEAD,
         )
         head.build((None, None, backbone.hidden_dim))

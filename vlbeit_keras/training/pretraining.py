@@ -170,7 +170,54 @@ def build_backbone(config, vocabulary_size):
     overrides.setdefault("vocabulary_size", int(vocabulary_size))
     if config.get("expert_type"):  # a registered expert kind (plugins included)
         overrides.setdefault("expert_type", config["expert_type"])
+    if config.get("remat"):
+        overrides["remat"] = True
     return vlbeit_keras.VLBEiTBackbone.from_preset(config.preset, load_weights=False, **overrides)
+
+
+def backbone_config(config, vocabulary_size):
+    """The backbone's constructor kwargs for ``config.model`` without building it.
+
+    Built-in preset config (or a preset directory's ``config.json``) plus the
+    overrides; used to size the model-parallel layout before any variable
+    exists (Keras places variables when they are created).
+    """
+    from vlbeit_keras.models.presets import BACKBONE_PRESETS
+
+    if config.preset in BACKBONE_PRESETS:
+        base = dict(BACKBONE_PRESETS[config.preset]["config"])
+    else:
+        with open(pathlib.Path(config.preset) / "config.json") as f:
+            base = dict(json.load(f)["config"])
+    base.update(dict(config.overrides))
+    if "vocabulary_size" not in dict(config.overrides):
+        base["vocabulary_size"] = int(vocabulary_size)
+    return base
+
+
+def _process_workdir(workdir, process_index):
+    """Process 0 writes ``workdir``; process i > 0 of a multi-host job ``workdir/process_i``."""
+    return workdir if process_index == 0 else workdir / f"process_{process_index}"
+
+
+def _setup_distribution(dist_config, config, vocabulary_size, needs_visual):
+    """Set the Keras distribution of the run (before any model is built)."""
+    from vlbeit_keras.distribution import setup_distribution
+
+    sizes = backbone_config(config.model, vocabulary_size)
+    info = setup_distribution(
+        dist_config,
+        hidden_dim=sizes["hidden_dim"],
+        intermediate_dim=sizes["intermediate_dim"],
+        vocabulary_size=sizes["vocabulary_size"],
+        codebook_size=int(config.visual_tokenizer.codebook_size) if needs_visual else None,
+    )
+    if info["distribution"] is not None:
+        print(f"distribution: {dist_config.get('kind')} over {info['num_devices']} devices "
+              f"({type(info['distribution']).__name__}, mesh {info['distribution'].device_mesh.shape}); "
+              f"process {info['process_index']} of {info['process_count']}, input shard "
+              f"{info['shard_index']} of {info['num_shards']}", flush=True)
+    return info
 
 
 def run_pretraining(config):
@@ -178,15 +225,37 @@ def run_pretraining(config):
 
     Args:
         config: :class:`~vlbeit_keras.config.Config` with sections ``data``,
-            ``tokenizer``, ``visual_tokenizer``, ``model``, ``objectives``,
-            ``optimizer``, ``schedule``, ``workdir``, ``seed``,
-            ``mixed_precision``, ``debug`` (see ``recipes/configs/pretrain.py``).
+            ``tokenizer``, ``visual_tokenizer``, ``model`` (``preset``,
+            ``overrides``, ``remat``), ``objectives``, ``optimizer``,
+            ``schedule``, ``distribution`` (``kind``, ``model_parallel_size``,
+            ``multi_host``; see :mod:`vlbeit_keras.distribution` and
+            ``docs/scaling.md``), ``workdir``, ``seed``, ``mixed_precision``,
+            ``debug`` (see ``recipes/configs/pretrain.py``).
 
     Returns:
-        dict summary: first and last epoch metrics, steps, seconds, paths.
+        dict summary: first and last epoch metrics, steps, seconds, paths,
+        distribution kind, device and process counts.
+
+    The global Keras distribution set for the run is restored afterwards.
     """
+    previous = keras.distribution.distribution()
+    try:
+        return _run_pretraining(config)
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+def _run_pretraining(config):
+    from vlbeit_keras.distribution import check_batch_divisible
+    from vlbeit_keras.distribution import initialize_multi_host
+
     start = time.time()
-    workdir = pathlib.Path(config.workdir)
+    dist_config = dict(config.get("distribution") or {})
+    process_index = 0
+    if (dist_config.get("kind") or "none") != "none":
+        # Before any JAX computation (keras.distribution.initialize).
+        process_index, _ = initialize_multi_host(dist_config.get("multi_host"))
+    workdir = _process_workdir(pathlib.Path(config.workdir), process_index)
     workdir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(int(config.seed))
     if config.mixed_precision:
@@ -201,13 +270,14 @@ def run_pretraining(config):
     print("records: " + ", ".join(f"{s}={len(r)}" for s, r in streams.items()), flush=True)
 
     tokenizer = build_text_tokenizer(config.tokenizer, [r["text"] for r in streams["text"] + streams["image_text"]], workdir)
+    needs_visual = any(o in ("mim", "mvlm") or (isinstance(o, (list, tuple)) and o[0] in ("mim", "mvlm"))
+                       for o in config.objectives)
+    dist = _setup_distribution(dist_config, config, tokenizer.vocabulary_size(), needs_visual)
     backbone = build_backbone(config.model, tokenizer.vocabulary_size())
     print(f"backbone: {config.model.preset} {backbone.count_params():,} parameters, "
           f"image {backbone.image_size}, text {backbone.max_text_length}, "
           f"vocabulary {backbone.vocabulary_size}", flush=True)
 
-    needs_visual = any(o in ("mim", "mvlm") or (isinstance(o, (list, tuple)) and o[0] in ("mim", "mvlm"))
-                       for o in config.objectives)
     visual_tokenizer = None
     if needs_visual:
         visual_tokenizer, stats = build_visual_tokenizer(
@@ -218,6 +288,13 @@ def run_pretraining(config):
             from vlbeit_keras.data.visual_tokenizers import format_usage
 
             print(f"visual tokenizer: {format_usage(stats)}", flush=True)
+        if dist["distribution"] is not None and visual_tokenizer.codebook_size != int(
+                config.visual_tokenizer.codebook_size):
+            raise ValueError(
+                f"The visual tokenizer has {visual_tokenizer.codebook_size} codes but "
+                f"visual_tokenizer.codebook_size={config.visual_tokenizer.codebook_size}; the "
+                "model-parallel layout is sized from the config: set them equal."
+            )
 
     pretrainer = vlbeit_keras.VLBEiTPretrainer(
         backbone, objectives=list(config.objectives), visual_tokenizer=visual_tokenizer
@@ -249,6 +326,10 @@ def run_pretraining(config):
 
     data = config.data
     active = {objective.stream for objective in pretrainer.objectives.values()}
+    for stream, key in (("text", "text_batch_size"), ("image", "image_batch_size"),
+                        ("image_text", "pair_batch_size")):
+        if stream in active:
+            check_batch_divisible(int(data[key]), dist["distribution"], what=f"data.{key}")
     input_config = PretrainingInputConfig.from_backbone(
         backbone,
         text_length=int(data.text_length) if data.text_length else min(128, backbone.relative_text_length),
@@ -264,6 +345,7 @@ def run_pretraining(config):
         input_config, tokenizer,
         text_records=streams["text"], image_records=streams["image"], pair_records=streams["image_text"],
         start_step=start_step, report=reports[0] if reports else None,
+        num_shards=dist["num_shards"], shard_index=dist["shard_index"],
     )
 
     callbacks = [
@@ -292,6 +374,10 @@ def run_pretraining(config):
         "seconds_this_run": round(time.time() - start, 1),
         "workdir": str(workdir),
         "skipped_records": sum(r.count for r in reports),
+        "distribution": dist_config.get("kind") or "none",
+        "num_devices": dist["num_devices"],
+        "process_index": dist["process_index"],
+        "process_count": dist["process_count"],
     }
     with open(workdir / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
