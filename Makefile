@@ -23,5 +23,5 @@ pretrain: setup
 test: setup
 	@status=0; for b in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$b ==="; \
-	  KERAS_BACKEND=$$b $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) || status=1; \
+	  KERAS_BACKEND=$$b $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadscope $(PYTEST_ARGS) || status=1; \
 	done; exit $$status

@@ -220,6 +220,7 @@ def worker_ours(args):
         "train_flops": flops["train"],
         "peak_memory_mib": memory,
         "memory_kind": memory_kind,
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
@@ -285,6 +286,7 @@ def worker_reference(args):
         "train_flops": flops["train"],
         "peak_memory_mib": memory,
         "memory_kind": memory_kind,
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
@@ -311,7 +313,14 @@ def run_worker(args, kind, backend):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def summarize(row, peak):
+def summarize(row, peak, cores=None):
+    """Add means and rates to a worker row.
+
+    ``peak_fraction`` = achieved FLOP/s (wall time) / the CPU's float32 peak;
+    ``cpu_peak_fraction`` = FLOPs / (CPU seconds x one core's peak), i.e. the
+    share of the peak of the core-seconds the step actually got (much less
+    distorted by other processes on a shared machine).
+    """
     if "error" in row:
         return row
     times = row["step_times_s"]
@@ -322,6 +331,8 @@ def summarize(row, peak):
     row["examples_per_s"] = row["steps_per_s"] * row.get("batch_size", 0)
     row["flops_per_s"] = row["train_flops"] / mean
     row["peak_fraction"] = row["flops_per_s"] / peak if peak else None
+    row["cpu_peak_fraction"] = (row["train_flops"] / row["cpu_s"] / (peak / cores)
+                                if peak and cores and row["cpu_s"] > 0 else None)
     return row
 
 
@@ -334,7 +345,8 @@ def print_table(rows, args, peak_info, reference):
     print(f"CPU peak (float32): {peak_info['peak'] / 1e9:.1f} GFLOP/s = {peak_info['how']}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     header = (f"{'implementation':<52}{'step s':>8}{'CPU s':>7}{'steps/s':>9}{'ex/s':>7}"
-              f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'of peak':>8}{'peak MiB':>9}{'vs ref':>7}{'CPU vs ref':>11}")
+              f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'of peak':>8}{'CPU-s eff':>10}{'peak MiB':>9}{'vs ref':>7}"
+              f"{'CPU vs ref':>11}")
     print(header)
     print("-" * len(header))
     ref = next((r for r in rows if r.get("kind") == "reference" and "error" not in r), None)
@@ -347,6 +359,7 @@ def print_table(rows, args, peak_info, reference):
         print(f"{row['impl'][:51]:<52}{row['step_s']:>8.2f}{row['cpu_s']:>7.1f}{row['steps_per_s']:>9.3f}"
               f"{row['examples_per_s']:>7.2f}{row['train_flops'] / 1e9:>11.1f}"
               f"{row['flops_per_s'] / 1e9:>9.1f}{100 * row['peak_fraction']:>7.1f}%"
+              f"{100 * (row.get('cpu_peak_fraction') or 0):>9.1f}%"
               f"{row['peak_memory_mib']:>9.0f}{ratio:>7}{cpu_ratio:>11}")
     if reference is None:
         print(f"reference: none for the {args.step!r} step (no well-kept PyTorch library implements "
@@ -355,7 +368,7 @@ def print_table(rows, args, peak_info, reference):
         print(f"reference: {reference} not measured ({'skipped' if args.no_reference else 'failed'})")
     print("vs ref = our steps/s / reference steps/s (same shape, same step, same run); CPU vs ref = "
           "reference CPU s / our CPU s per step (less sensitive to other load); GFLOP/s and "
-          "of peak use wall time; first-step (compile) and per-step times are in --json output.")
+          "of peak use wall time; CPU-s eff = FLOPs / (CPU s x one core's peak); first-step (compile) and per-step times are in --json output.")
 
 
 def memory_table(args):
@@ -411,7 +424,7 @@ def main(argv=None):
             print(f"measuring {kind} ({backend}) ...", flush=True)
             row = run_worker(args, kind, backend)
             row["kind"] = kind
-            rows.append(summarize(row, peak["peak"]))
+            rows.append(summarize(row, peak["peak"], peak["cores"]))
         print_table(rows, args, peak, reference)
     if args.json:
         with open(args.json, "w") as f:

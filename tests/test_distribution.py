@@ -22,6 +22,10 @@ JAX_ENV = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO))
 
 @pytest.fixture(scope="module")
 def eight_device_step(tmp_path_factory):
+    if keras.backend.backend() != "jax":
+        # The subprocess is JAX whatever this suite's backend, so its result is
+        # the same in every pass: it is computed and checked in the JAX pass.
+        pytest.skip("8-device keras.distribution step runs in the KERAS_BACKEND=jax pass")
     out = tmp_path_factory.mktemp("dist") / "step.npz"
     result = subprocess.run(
         [sys.executable, "-m", "tests.helpers.distributed_step", str(out)],

@@ -13,9 +13,10 @@ Everything here is a thin layer over ``keras.distribution`` (JAX backend):
   (``vlbeit_keras.data.pipeline.make_pretraining_dataset(num_shards=...,
   shard_index=...)``).
 
-The recipes (``recipes/pretrain.py`` and the fine-tuning recipes) call
+The pretraining recipe (``recipes/pretrain.py``) calls
 :func:`setup_distribution` with the config's ``distribution`` section before
-they build any model, since Keras places variables when they are created.
+it builds any model, since Keras places variables when they are created;
+from Python (e.g. fine-tuning), call it the same way before building.
 See ``docs/scaling.md``.
 
 Multi-host environment variables (read by ``keras.distribution.initialize``;

@@ -32,6 +32,10 @@ Training datasets are infinite (pass ``steps_per_epoch`` to ``fit``, e.g.
 ``vlbeit_keras.data.pipeline.steps_per_epoch(len(records), batch_size)``).
 """
 
+import csv
+import json
+import os
+
 import numpy as np
 
 from vlbeit_keras.data import pipeline
@@ -151,3 +155,29 @@ def predict_in_record_order(predict_fn, dataset, num_records, source=None):
     if isinstance(chunks[0], dict):
         return {k: place([c[k] for c in chunks]) for k in chunks[0]}
     return place(chunks)
+
+
+def _write_atomically(path, write):
+    """Write through ``<path>.tmp`` then rename: an interrupted export never
+    leaves a half-written predictions file in place of a previous one."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        write(f)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(value, path):
+    """Write ``value`` (JSON-serialisable: lists, dicts, str, int, float) to
+    ``path`` atomically; returns ``path``. The predictions writer of the JSON
+    tasks (VQA results, retrieval rankings, classification outputs)."""
+    return _write_atomically(path, lambda f: json.dump(value, f))
+
+
+def write_csv(rows, path):
+    """Write ``rows`` (sequences of cells) as CSV lines ending in ``\\n``, no
+    header, atomically; returns ``path``. The NLVR / NLVR2 predictions format."""
+    def write(f):
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    return _write_atomically(path, write)

@@ -12,7 +12,6 @@ Difference from BEiT: the backbone applies its final LayerNorm on every path
 BEiT replaces the final norm by ``fc_norm`` when mean pooling.
 """
 
-import json
 
 import keras
 import numpy as np
@@ -242,9 +241,7 @@ def baseline(train_records, eval_records, num_classes=None, **config):
 
 def export_predictions(predictions, path):
     """JSON list of ``{"index", "label", "score"}``."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(list(predictions), f)
-    return path
+    return task_data.write_json(list(predictions), path)
 
 
 def example(num_records, image_size, seed=0):

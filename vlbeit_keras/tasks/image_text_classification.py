@@ -6,7 +6,6 @@ LayerNorm(1e-5) -> GELU -> Dense(2d -> C)); softmax cross-entropy
 (MODEL_SPEC §9.2, "NLVR (v1)": the NLVR2 head with a single pass).
 """
 
-import json
 
 import keras
 import numpy as np
@@ -241,9 +240,7 @@ def baseline(train_records, eval_records, num_classes=2, **config):
 
 def export_predictions(predictions, path):
     """JSON list of ``{"index", "label", "probabilities"}``."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(list(predictions), f)
-    return path
+    return task_data.write_json(list(predictions), path)
 
 
 def example(num_records, image_size, seed=0):

@@ -16,7 +16,6 @@ array together with ``identifier`` = ``"n-m-k"``), ``text``, ``label``
 (``"true"``/``"false"``/bool).
 """
 
-import csv
 import os
 
 import numpy as np
@@ -172,11 +171,7 @@ def baseline(train_records, eval_records, images_per_example=IMAGES_PER_EXAMPLE,
 
 def export_predictions(predictions, path):
     """The dataset's CSV: one ``file_name,true|false`` line per image."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        for name, label in predictions:
-            writer.writerow([name, label])
-    return path
+    return task_data.write_csv(([name, label] for name, label in predictions), path)
 
 
 def example(num_records, image_size, seed=0):

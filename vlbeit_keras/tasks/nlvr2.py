@@ -16,7 +16,6 @@ Metrics: accuracy over examples and consistency over sentences as
 ``text``, ``label`` ("True"/"False"/bool), ``identifier``.
 """
 
-import csv
 
 import keras
 import numpy as np
@@ -219,11 +218,7 @@ def baseline(train_records, eval_records, **config):
 
 def export_predictions(predictions, path):
     """NLVR2 predictions CSV: one ``identifier,True|False`` line per example."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        for identifier, label in predictions:
-            writer.writerow([identifier, label])
-    return path
+    return task_data.write_csv(([identifier, label] for identifier, label in predictions), path)
 
 
 def example(num_records, image_size, seed=0):

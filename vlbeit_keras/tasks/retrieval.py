@@ -31,7 +31,6 @@ Single host only: the batch is not gathered across devices (VLMo gathers
 negatives from all GPUs).
 """
 
-import json
 import math
 
 import keras
@@ -535,9 +534,7 @@ def _plain(value):
 
 def export_predictions(predictions, path):
     """JSON with the gallery ids and the top-10 rankings of both directions."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(predictions, f)
-    return path
+    return task_data.write_json(predictions, path)
 
 
 def example(num_records, image_size, seed=0):

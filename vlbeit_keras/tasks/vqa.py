@@ -27,7 +27,6 @@ metric is exact match after normalisation.
 """
 
 import collections
-import json
 import warnings
 
 import keras
@@ -390,9 +389,7 @@ def export_predictions(predictions, path):
         if isinstance(qid, (np.integer,)):
             qid = int(qid)
         out.append({"question_id": qid, "answer": str(p["answer"])})
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(out, f)
-    return path
+    return task_data.write_json(out, path)
 
 
 def example(num_records, image_size, seed=0):
