@@ -257,3 +257,14 @@ def test_demo_data_per_task():
     # Train and test scenes differ (different seeds).
     train, test, _ = finetuning.demo_task_data("vqa", 20, 20, 32)
     assert not {r["image"] for r in train} & {r["image"] for r in test}
+
+
+def test_format_metrics_names_the_baseline_prediction():
+    from vlbeit_keras.training.finetuning import format_metrics
+
+    text = format_metrics({"accuracy": 0.838, "num_images": 500},
+                          {"accuracy": 0.232, "num_images": 500, "label": 2})
+    assert "(baseline predicts label 2)" in text.splitlines()[0]
+    assert "83.80%" in text and "23.20%" in text and "num_images=500" in text
+    vqa = format_metrics({"vqa_accuracy": 0.392}, {"vqa_accuracy": 0.168, "answer": "yes"})
+    assert "answer 'yes'" in vqa

@@ -414,11 +414,12 @@ def format_metrics(metrics, baseline=None):
     """Text table ``metric | model | baseline``; fractions in %.
 
     Rows: the numeric metrics (``*_seconds`` and counts after a blank line);
-    non-numeric baseline entries (the majority answer or label) in the
-    header.
+    baseline entries that are not metrics (the majority answer, label or
+    class id) in the header.
     """
     baseline = baseline or {}
-    notes = {k: v for k, v in baseline.items() if isinstance(v, str)}
+    notes = {k: v for k, v in baseline.items()
+             if k not in metrics and (isinstance(v, str) or isinstance(v, int) and not isinstance(v, bool))}
     header = f"{'metric':<16}{'model':>10}{'baseline':>10}"
     if notes:
         header += "   (baseline predicts " + ", ".join(f"{k} {v!r}" for k, v in notes.items()) + ")"
