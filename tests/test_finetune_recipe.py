@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import keras
 import numpy as np
@@ -15,8 +14,7 @@ import pytest
 
 import vlbeit_keras
 from tests.conftest import REPO
-from vlbeit_keras.hookspecs import hookimpl
-from vlbeit_keras.plugins import manager
+from tests.helpers.fake_plugins import registered_task
 from vlbeit_keras.training import finetuning
 
 BUILT_INS = ("vqa", "nlvr2", "nlvr", "retrieval", "image_classification", "image_text_classification")
@@ -190,18 +188,8 @@ def plugin_task():
         return records, {"image_size": config["image_size"], "num_classes": 3}
 
     spec = dataclasses.replace(itc.TASK, name="three_way", example=example)
-    plugin = types.ModuleType("three_way_plugin")
-
-    @hookimpl
-    def register_heads(register):
-        register("three_way", spec)
-
-    plugin.register_heads = register_heads
-    manager.register_plugin(plugin, "three_way_plugin", "three-way 0.1")
-    try:
+    with registered_task("three_way", spec, "three_way_plugin", "three-way 0.1"):
         yield spec
-    finally:
-        manager.unregister_plugin("three_way_plugin")
 
 
 def test_plugin_task_runs_on_its_example_records(plugin_task, tmp_path):

@@ -7,9 +7,11 @@ directory on ``sys.path`` (or ``PYTHONPATH`` for a subprocess)
 points exactly as for a pip-installed distribution.
 """
 
+import contextlib
 import pathlib
 import re
 import textwrap
+import types
 
 
 def write_distribution(root, name, version="0.1", entry_points=None, files=None):
@@ -66,3 +68,24 @@ def expert_plugin_source(expert_name, class_name, package):
         def register_experts(register):
             register("{expert_name}", {class_name})
     '''
+
+
+@contextlib.contextmanager
+def registered_task(name, spec, plugin_name, distribution):
+    """Register the TaskSpec ``spec`` as ``name`` through a runtime plugin's
+    ``register_heads`` hook (as a third-party package would); the plugin is
+    always unregistered on exit. Yields ``spec``."""
+    from vlbeit_keras.hookspecs import hookimpl
+    from vlbeit_keras.plugins import manager
+
+    @hookimpl
+    def register_heads(register):
+        register(name, spec)
+
+    plugin = types.ModuleType(plugin_name)
+    plugin.register_heads = register_heads
+    manager.register_plugin(plugin, plugin_name, distribution)
+    try:
+        yield spec
+    finally:
+        manager.unregister_plugin(plugin_name)

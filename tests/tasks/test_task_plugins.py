@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import vlbeit_keras
+from tests.helpers.fake_plugins import registered_task
 from vlbeit_keras.hookspecs import hookimpl
 from vlbeit_keras.plugins import DuplicateRegistrationError
 from vlbeit_keras.plugins import manager
@@ -37,18 +38,8 @@ def snli_ve_plugin():
         make_dataset=make_dataset, example=example,
         default_config={"image_size": None, "head_hidden_dim": None},
     )
-    plugin = types.ModuleType("snli_ve_plugin")
-
-    @hookimpl
-    def register_heads(register):
-        register("snli_ve_inline", spec)
-
-    plugin.register_heads = register_heads
-    manager.register_plugin(plugin, "snli_ve_plugin", "snli-ve-plugin 0.1")
-    try:
+    with registered_task("snli_ve_inline", spec, "snli_ve_plugin", "snli-ve-plugin 0.1"):
         yield spec
-    finally:
-        manager.unregister_plugin("snli_ve_plugin")
 
 
 def test_plugin_task_is_found_built_and_trained(snli_ve_plugin, tiny_backbone, io):
