@@ -65,6 +65,7 @@ def read_answer_vocabulary(path):
 
 
 def add_arguments(parser):
+    """Add the `convert` command's options to its argparse ``parser``."""
     parser.add_argument("checkpoint", help="checkpoint file (.pt, .pth, .bin, .ckpt or .npz)")
     parser.add_argument("--from", dest="source", default="vlmo",
                         help="registered converter name (default: vlmo)")
@@ -93,6 +94,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    """Run the `convert` command with the parsed ``args``; returns the process exit code."""
     import vlbeit_keras  # noqa: F401  (plugins: converters, tasks)
     from vlbeit_keras.converters import CheckpointError
     from vlbeit_keras.converters import convert_checkpoint

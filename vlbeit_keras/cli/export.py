@@ -19,6 +19,7 @@ HELP = "Export VLBEiT weights as a foreign (e.g. VLMo-named) state dict (.npz or
 
 
 def add_arguments(parser):
+    """Add the `export` command's options to its argparse ``parser``."""
     parser.add_argument("source", help="converted/preset folder or .keras file")
     parser.add_argument("--to", dest="target", default="vlmo",
                         help="registered converter name (default: vlmo)")
@@ -29,6 +30,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    """Run the `export` command with the parsed ``args``; returns the process exit code."""
     import vlbeit_keras  # noqa: F401  (plugins: converters, task classes)
     from vlbeit_keras.converters import CheckpointError
     from vlbeit_keras.converters import export_checkpoint

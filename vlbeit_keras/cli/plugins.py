@@ -24,6 +24,7 @@ TITLES = {
 
 
 def add_arguments(parser):
+    """Add the `plugins` command's options to its argparse ``parser``."""
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument(
         "--kind", action="append", choices=sorted(TITLES),
@@ -82,6 +83,7 @@ def format_text(summary, kinds, tracebacks=False):
 
 
 def run(args):
+    """Run the `plugins` command with the parsed ``args``; returns the process exit code."""
     import vlbeit_keras  # noqa: F401 - loads the plugins
     from vlbeit_keras.plugins import manager
 

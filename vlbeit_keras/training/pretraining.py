@@ -166,6 +166,10 @@ def build_visual_tokenizer(config, image_records, image_size, patch_size, workdi
 
 # --------------------------------------------------------------------- run
 def build_backbone(config, vocabulary_size):
+    """A fresh ``VLBEiTBackbone`` for ``config.model``: ``config.preset`` with
+    ``config.overrides``, the tokenizer's ``vocabulary_size`` (int), the
+    registered ``expert_type`` and ``remat`` applied. Raises the registry's
+    unknown-name error for an unregistered expert kind."""
     overrides = dict(config.overrides)
     overrides.setdefault("vocabulary_size", int(vocabulary_size))
     if config.get("expert_type"):  # a registered expert kind (plugins included)
