@@ -105,9 +105,17 @@ def _demo(config, task):
     config["optimizer"].update(learning_rate=1e-3, head_multiplier=1.0, weight_decay=0.01)
     # The one-image statement tasks ground their sentences late: 2,400 steps
     # (61.2% vs 47.6% majority, docs/results.md); at 1,200 they stay near chance.
-    steps = {"vqa": 1200, "nlvr2": 1200, "nlvr": 2400, "retrieval": 800,
+    # NLVR2 (two images per statement) needs more: see below.
+    steps = {"vqa": 1200, "nlvr2": 4800, "nlvr": 2400, "retrieval": 800,
              "image_classification": 600, "image_text_classification": 2400}
     config["schedule"] = dict(total_steps=steps.get(task, 600), checkpoint_every=100, log_every=10)
+    if task == "nlvr2":
+        # Two-image statements are learned slowly (docs/results.md): with
+        # 2,000 pairs the model memorises them (train 65 %, test at chance),
+        # and with drop path 0.1 the [T_CLS] output collapses to a constant.
+        # 8,000 pairs, no drop path, 4,800 steps: 55.4 % vs 49.4 % majority.
+        config["data"]["demo"].update(train_examples=8000)
+        config["model"]["overrides"]["drop_path_rate"] = 0.0
     if task == "retrieval":
         config["data"]["demo"].update(train_examples=700, eval_examples=100)
         config["task_config"] = dict(rerank_k=16)
