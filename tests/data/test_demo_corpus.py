@@ -149,3 +149,38 @@ def test_registered_as_data_source():
     reader = vlbeit_keras.get_registry("datasets").get("demo")
     records = reader(task="nlvr", num_examples=3, image_size=32)
     assert len(records) == 3 and records[0]["source"] == "demo"
+
+
+def test_nlvr2_labels_agree_with_the_scene_annotations():
+    """Each NLVR2 statement, re-read here from its text (independently of the
+    generator's predicates), is true of the two annotated scenes exactly when
+    the label says so; every statement form occurs."""
+    import re
+
+    number = {w: i for i, w in enumerate(demo.NUMBER_WORDS)}
+
+    def count(scene, color=None, shape=None):
+        return sum((color is None or o["color"] == color) and (shape is None or o["shape"] == shape)
+                   for o in scene)
+
+    forms = collections.Counter()
+    for r in demo.demo_records("nlvr2", 300):
+        left, right = r["scenes"]
+        text = r["text"]
+        if m := re.fullmatch(r"there is a (\w+) (\w+) in the (left|right) image", text):
+            form, truth = "exists", count(left if m[3] == "left" else right, m[1], m[2]) > 0
+        elif m := re.fullmatch(r"the (left|right) image contains exactly (\w+) (\w+) shapes?", text):
+            form, truth = "exactly", count(left if m[1] == "left" else right, color=m[3]) == number[m[2]]
+        elif m := re.fullmatch(r"both images contain a (\w+) shape", text):
+            form, truth = "both", count(left, color=m[1]) > 0 and count(right, color=m[1]) > 0
+        elif m := re.fullmatch(r"both images contain a (\w+)", text):
+            form, truth = "both", count(left, shape=m[1]) > 0 and count(right, shape=m[1]) > 0
+        elif m := re.fullmatch(r"the left image contains more (\w+)s than the right image", text):
+            form, truth = "more", count(left, shape=m[1]) > count(right, shape=m[1])
+        elif m := re.fullmatch(r"there are (\w+) shapes in total in the two images", text):
+            form, truth = "total", len(left) + len(right) == number[m[1]]
+        else:
+            raise AssertionError(f"unexpected NLVR2 demo statement {text!r}")
+        forms[form] += 1
+        assert truth == bool(r["label"]), (text, r["scenes"], r["label"])
+    assert len(forms) == 5, forms
