@@ -261,11 +261,51 @@ def test_unknown_preset_and_weights_request_raise():
         ({"max_text_length": 9}, "max_text_length"),
         ({"position_mode": "rope"}, "position_mode"),
         ({"expert_type": "nope"}, "nope"),
+        ({"pooling": "max"}, "pooling"),
     ],
 )
 def test_bad_configuration_names_field_and_value(tiny_config, override, field):
     with pytest.raises(ValueError, match=field):
         VLBEiTBackbone(**{**tiny_config, **override})
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_pooling_modes(tiny_config, rng, pooling):
+    """``cls``: the first row (VLMo); ``mean``: the mean of the real tokens
+    (padding excluded), the fused ``pooled_output`` = tanh(Dense(pooled))."""
+    backbone = VLBEiTBackbone(**{**tiny_config, "pooling": pooling})
+    randomize(backbone)
+    x = tiny_inputs(rng, tiny_config)
+    mask = x["padding_mask"].astype("float32")[..., None]
+    text = backbone.encode_text(x["token_ids"], x["padding_mask"])
+    image = backbone.encode_image(x["images"])
+    fused = backbone(x)
+    seq_t, seq_i = np_(text["text_sequence_output"]), np_(image["image_sequence_output"])
+    fused_seq = np.concatenate([np_(fused["text_sequence_output"]), np_(fused["image_sequence_output"])], 1)
+    fused_mask = np.concatenate([mask, np.ones((len(mask), seq_i.shape[1], 1), "float32")], 1)
+    if pooling == "cls":
+        want_t, want_i, want_f = seq_t[:, 0], seq_i[:, 0], fused_seq[:, 0]
+    else:
+        want_t = (seq_t * mask).sum(1) / mask.sum(1)
+        want_i = seq_i.mean(1)
+        want_f = (fused_seq * fused_mask).sum(1) / fused_mask.sum(1)
+    np.testing.assert_allclose(np_(text["text_pooled_output"]), want_t, atol=1e-5)
+    np.testing.assert_allclose(np_(image["image_pooled_output"]), want_i, atol=1e-5)
+    np.testing.assert_allclose(np_(fused["pooled_output"]), np_(backbone.pooler(want_f)), atol=1e-5)
+    assert backbone.get_config()["pooling"] == pooling
+
+
+def test_pooling_defaults():
+    """The class default is VLMo's [CLS] pooling (checkpoint parity, configs
+    saved before the field existed); the CPU presets use mean pooling."""
+    from vlbeit_keras.models.presets import BACKBONE_PRESETS
+
+    assert BACKBONE_PRESETS["vlbeit_small"]["config"]["pooling"] == "mean"
+    assert BACKBONE_PRESETS["vlbeit_tiny"]["config"]["pooling"] == "mean"
+    assert "pooling" not in BACKBONE_PRESETS["vlbeit_base"]["config"]
+    config = dict(BACKBONE_PRESETS["vlbeit_tiny"]["config"])
+    del config["pooling"]
+    assert VLBEiTBackbone(**config).pooling == "cls"
 
 
 def test_non_square_images(tiny_config, rng):

@@ -32,8 +32,10 @@ class PatchEmbedding(keras.layers.Layer):
         float (batch, N + 1, d), [I_CLS] first.
     """
 
-    def __init__(self, hidden_dim, patch_size, image_size, use_absolute_positions=False, **kwargs):
+    def __init__(self, hidden_dim, patch_size, image_size, use_absolute_positions=False,
+                 initializer_range=0.02, **kwargs):
         super().__init__(**kwargs)
+        self.initializer_range = float(initializer_range)
         self.hidden_dim = int(hidden_dim)
         self.patch_size = int(patch_size)
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -49,14 +51,14 @@ class PatchEmbedding(keras.layers.Layer):
             strides=self.patch_size,
             padding="valid",
             data_format="channels_last",
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
             dtype=self.dtype_policy,
             name="proj",
         )
 
     def build(self, input_shape=None):
         self.proj.build((None, *self.image_size, 3))
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
         self.cls_token = self.add_weight(
             name="cls_token", shape=(self.hidden_dim,), initializer=init
         )
@@ -94,6 +96,7 @@ class PatchEmbedding(keras.layers.Layer):
                 "patch_size": self.patch_size,
                 "image_size": list(self.image_size),
                 "use_absolute_positions": self.use_absolute_positions,
+                "initializer_range": self.initializer_range,
             }
         )
         return config
@@ -131,15 +134,17 @@ class TextEmbedding(keras.layers.Layer):
         max_sequence_length,
         use_absolute_positions=False,
         layer_norm_epsilon=1e-12,
+        initializer_range=0.02,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.initializer_range = float(initializer_range)
         self.vocabulary_size = int(vocabulary_size)
         self.hidden_dim = int(hidden_dim)
         self.max_sequence_length = int(max_sequence_length)
         self.use_absolute_positions = bool(use_absolute_positions)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
-        init = keras.initializers.RandomNormal(stddev=0.02)
+        init = keras.initializers.RandomNormal(stddev=self.initializer_range)
         self.word_embeddings = keras.layers.Embedding(
             self.vocabulary_size, self.hidden_dim, embeddings_initializer=init,
             dtype=self.dtype_policy, name="word_embeddings",
@@ -186,6 +191,7 @@ class TextEmbedding(keras.layers.Layer):
                 "max_sequence_length": self.max_sequence_length,
                 "use_absolute_positions": self.use_absolute_positions,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "initializer_range": self.initializer_range,
             }
         )
         return config

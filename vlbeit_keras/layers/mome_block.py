@@ -47,8 +47,10 @@ class MoMEBlock(keras.layers.Layer):
         drop_path_rate: float, stochastic-depth rate of this block.
         layer_norm_epsilon: float, 1e-6 in VLMo.
         layer_index: int, 0-based depth; the attention ``proj`` and expert
-            ``fc2`` kernels are initialised with std 0.02 / sqrt(2 (l + 1))
-            (BEiT ``fix_init_weight``).
+            ``fc2`` kernels are initialised with std
+            ``initializer_range`` / sqrt(2 (l + 1)) (BEiT ``fix_init_weight``).
+        initializer_range: float, std of the truncated-normal kernel
+            initialisation (0.02 in BEiT / VLMo).
         remat: bool, gradient checkpointing: the attention branch
             (norm1 -> attention -> layerscale) and the expert branch (expert
             -> layerscale) are wrapped in ``keras.remat`` (the primitive
@@ -90,10 +92,12 @@ class MoMEBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         layer_index=0,
         remat=False,
+        initializer_range=0.02,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.remat = bool(remat)
+        self.initializer_range = float(initializer_range)
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.intermediate_dim = int(intermediate_dim)
@@ -106,9 +110,9 @@ class MoMEBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.layer_index = int(layer_index)
 
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
         output_init = keras.initializers.TruncatedNormal(
-            stddev=0.02 / math.sqrt(2.0 * (self.layer_index + 1))
+            stddev=self.initializer_range / math.sqrt(2.0 * (self.layer_index + 1))
         )
         self.norm1 = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="norm1"
@@ -246,6 +250,7 @@ class MoMEBlock(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "layer_index": self.layer_index,
                 "remat": self.remat,
+                "initializer_range": self.initializer_range,
             }
         )
         return config

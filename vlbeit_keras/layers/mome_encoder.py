@@ -44,7 +44,8 @@ class MoMEEncoder(keras.layers.Layer):
         grid_size: (Hp, Wp) image patch grid.
         relative_text_length: int L0 of the relative table, or None when the
             model uses absolute positions (no relative bias).
-        expert_type, layerscale_init, layer_norm_epsilon: see ``MoMEBlock``.
+        expert_type, layerscale_init, layer_norm_epsilon, initializer_range:
+            see ``MoMEBlock``.
         drop_path_rate: float, maximum stochastic-depth rate, linearly
             increasing from 0 (first block) to this value (last block).
         remat: bool, gradient checkpointing in every block (``MoMEBlock``).
@@ -79,9 +80,11 @@ class MoMEEncoder(keras.layers.Layer):
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
         remat=False,
+        initializer_range=0.02,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.initializer_range = float(initializer_range)
         self.remat = bool(remat)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)
@@ -124,6 +127,7 @@ class MoMEEncoder(keras.layers.Layer):
                     layer_norm_epsilon=self.layer_norm_epsilon,
                     layer_index=i,
                     remat=self.remat,
+                    initializer_range=self.initializer_range,
                     dtype=self.dtype_policy,
                     name=f"blocks_{i}",
                 )
@@ -211,6 +215,7 @@ class MoMEEncoder(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "remat": self.remat,
+                "initializer_range": self.initializer_range,
             }
         )
         return config

@@ -17,20 +17,22 @@ class MaskTokenEmbedding(keras.layers.Layer):
 
     Args:
         hidden_dim: int, d.
+        initializer_range: float, std of the initialisation (the backbone's).
 
     Call returns the (hidden_dim,) vector (the ``mask_token`` argument of
     ``VLBEiTBackbone.encode_image``); ``call`` takes no tensor input.
     """
 
-    def __init__(self, hidden_dim, **kwargs):
+    def __init__(self, hidden_dim, initializer_range=0.02, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
+        self.initializer_range = float(initializer_range)
 
     def build(self, input_shape=None):
         self.token = self.add_weight(
             name="mask_token",
             shape=(self.hidden_dim,),
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
         )
         self.built = True
 
@@ -39,7 +41,7 @@ class MaskTokenEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"hidden_dim": self.hidden_dim})
+        config.update({"hidden_dim": self.hidden_dim, "initializer_range": self.initializer_range})
         return config
 
 
@@ -53,6 +55,8 @@ class MaskedImageModelingHead(keras.layers.Layer):
 
     Args:
         codebook_size: int K, number of visual tokens.
+        initializer_range: float, std of the kernel initialisation (the
+            backbone's).
 
     Call arguments:
         patch_states: float (batch, N, d), patch tokens without [I_CLS].
@@ -62,12 +66,13 @@ class MaskedImageModelingHead(keras.layers.Layer):
         float32 logits (batch, P, K).
     """
 
-    def __init__(self, codebook_size, **kwargs):
+    def __init__(self, codebook_size, initializer_range=0.02, **kwargs):
         super().__init__(**kwargs)
         self.codebook_size = int(codebook_size)
+        self.initializer_range = float(initializer_range)
         self.dense = keras.layers.Dense(
             self.codebook_size,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
             dtype=self.dtype_policy,
             name="dense",
         )
@@ -82,5 +87,6 @@ class MaskedImageModelingHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"codebook_size": self.codebook_size})
+        config.update({"codebook_size": self.codebook_size,
+                       "initializer_range": self.initializer_range})
         return config

@@ -12,6 +12,7 @@ from vlbeit_keras.layers.mome_encoder import MoMEEncoder
 from vlbeit_keras.layers.mome_encoder import static_length
 
 POSITION_MODES = ("relative", "absolute")
+POOLING_MODES = ("cls", "mean")
 TEXT_MODALITY, IMAGE_MODALITY = 0, 1
 
 
@@ -71,6 +72,17 @@ class VLBEiTBackbone(Backbone):
         num_modality_types: int, rows of the modality-type table (2; NLVR2
             uses 3, the third for the second image).
         layer_norm_epsilon: float, 1e-6 in every block and the final norm.
+        pooling: ``"cls"`` (VLMo: the [T_CLS] / [I_CLS] row, default) or
+            ``"mean"`` (the mean of the real tokens), the vector behind
+            ``pooled_output`` and the ``*_pooled_output`` of the single-modality
+            encodings. Masked-prediction pretraining never trains [CLS], and
+            at small scale its output barely depends on the input, so the
+            small presets use ``"mean"`` (docs/training_health.md).
+        initializer_range: float, std of the (truncated-)normal initialisation
+            of every kernel, embedding and token (0.02 in BEiT / VLMo, tuned
+            for d = 768; the small presets scale it as 0.02 x sqrt(768 / d),
+            docs/training_health.md). Task heads built on the backbone use it
+            too.
         remat: bool, gradient checkpointing of every MoME block (attention
             and expert branches recomputed in the backward pass; outputs and
             gradients unchanged; see ``docs/scaling.md`` for the memory saved).
@@ -83,7 +95,9 @@ class VLBEiTBackbone(Backbone):
     Outputs (a dict):
         ``text_sequence_output`` (batch, T, d), ``image_sequence_output``
         (batch, N + 1, d) (both after the final LayerNorm) and
-        ``pooled_output`` (batch, d) = tanh(Dense(text_sequence_output[:, 0])).
+        ``pooled_output`` (batch, d) = tanh(Dense(pooled)), pooled = the
+        [T_CLS] row (``pooling="cls"``) or the mean of the real tokens of the
+        joint sequence (``"mean"``).
 
     Raises:
         ValueError: a configuration field is invalid; the message names the
@@ -123,6 +137,8 @@ class VLBEiTBackbone(Backbone):
         num_modality_types=2,
         layer_norm_epsilon=1e-6,
         remat=False,
+        pooling="cls",
+        initializer_range=0.02,
         dtype=None,
         **kwargs,
     ):
@@ -141,8 +157,12 @@ class VLBEiTBackbone(Backbone):
             position_mode=position_mode,
             drop_path_rate=drop_path_rate,
             num_modality_types=num_modality_types,
+            pooling=pooling,
+            initializer_range=initializer_range,
         )
         relative = position_mode == "relative"
+        # Set before the functional graph is traced (encode_image_text pools).
+        self.pooling = pooling
 
         # === Layers ===
         self.patch_embed = PatchEmbedding(
@@ -150,6 +170,7 @@ class VLBEiTBackbone(Backbone):
             patch_size,
             image_size,
             use_absolute_positions=not relative,
+            initializer_range=initializer_range,
             dtype=dtype,
             name="patch_embed",
         )
@@ -158,13 +179,14 @@ class VLBEiTBackbone(Backbone):
             hidden_dim,
             max_text_length,
             use_absolute_positions=not relative,
+            initializer_range=initializer_range,
             dtype=dtype,
             name="text_embeddings",
         )
         self.modality_type_embeddings = keras.layers.Embedding(
             num_modality_types,
             hidden_dim,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=initializer_range),
             dtype=dtype,
             name="modality_type_embeddings",
         )
@@ -181,13 +203,14 @@ class VLBEiTBackbone(Backbone):
             drop_path_rate=drop_path_rate,
             layer_norm_epsilon=layer_norm_epsilon,
             remat=remat,
+            initializer_range=initializer_range,
             dtype=dtype,
             name="transformer",
         )
         self.pooler = keras.layers.Dense(
             hidden_dim,
             activation="tanh",
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
             dtype=dtype,
             name="pooler",
         )
@@ -226,6 +249,8 @@ class VLBEiTBackbone(Backbone):
         self.num_modality_types = int(num_modality_types)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.remat = bool(remat)
+        self.pooling = pooling
+        self.initializer_range = float(initializer_range)
         self.grid_size = self.patch_embed.grid_size
 
     # ------------------------------------------------------------------
@@ -250,6 +275,34 @@ class VLBEiTBackbone(Backbone):
         return self._add_modality_type(x, modality_type)
 
     # ------------------------------------------------------------------
+    # Pooling
+    def pool_sequence(self, sequence, padding_mask=None):
+        """One vector per input from a final-norm sequence, by ``pooling``.
+
+        ``"cls"``: the first row ([T_CLS] for text and image-text inputs,
+        [I_CLS] for images; VLMo ``heads.py``). ``"mean"``: the mean of the
+        rows ``padding_mask`` keeps (every row when it is None), computed in
+        float32 (BEiT ``use_mean_pooling``; docs/training_health.md says why
+        it is the default of the small presets).
+
+        Args:
+            sequence: float (batch, S, d).
+            padding_mask: optional bool/int (batch, S), True/1 = real token.
+
+        Returns:
+            float (batch, d) in the sequence's dtype.
+        """
+        if self.pooling == "cls":
+            return sequence[:, 0]
+        x = ops.cast(sequence, "float32")
+        if padding_mask is None:
+            pooled = ops.mean(x, axis=1)
+        else:
+            m = ops.cast(padding_mask, "float32")[:, :, None]
+            pooled = ops.sum(x * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
+        return ops.cast(pooled, sequence.dtype)
+
+    # ------------------------------------------------------------------
     # Encodings
     def encode_text(self, token_ids, padding_mask=None, use_vl_expert=False, training=None):
         """Text-only encoding (L-FFN in every block).
@@ -263,7 +316,8 @@ class VLBEiTBackbone(Backbone):
 
         Returns:
             dict: ``text_sequence_output`` (batch, T, d) after the final norm,
-            ``text_cls_output`` (batch, d) = its [T_CLS] row.
+            ``text_cls_output`` (batch, d) = its [T_CLS] row,
+            ``text_pooled_output`` (batch, d) by ``pooling``.
         """
         static_length(token_ids, 1, "text")
         x = self.embed_text(token_ids)
@@ -276,7 +330,11 @@ class VLBEiTBackbone(Backbone):
             use_vl_expert=use_vl_expert,
             training=training,
         )
-        return {"text_sequence_output": x, "text_cls_output": x[:, 0]}
+        return {
+            "text_sequence_output": x,
+            "text_cls_output": x[:, 0],
+            "text_pooled_output": self.pool_sequence(x, padding_mask),
+        }
 
     def encode_image(
         self, images, patch_mask=None, mask_token=None, use_vl_expert=False, training=None
@@ -292,14 +350,19 @@ class VLBEiTBackbone(Backbone):
 
         Returns:
             dict: ``image_sequence_output`` (batch, N + 1, d) after the final
-            norm, ``image_cls_output`` (batch, d) = its [I_CLS] row.
+            norm, ``image_cls_output`` (batch, d) = its [I_CLS] row,
+            ``image_pooled_output`` (batch, d) by ``pooling``.
         """
         x = self.embed_image(images, patch_mask, mask_token)
         x = self.transformer(
             x, padding_mask=None, modality="image", use_vl_expert=use_vl_expert,
             training=training,
         )
-        return {"image_sequence_output": x, "image_cls_output": x[:, 0]}
+        return {
+            "image_sequence_output": x,
+            "image_cls_output": x[:, 0],
+            "image_pooled_output": self.pool_sequence(x),
+        }
 
     def encode_image_text(
         self,
@@ -324,7 +387,8 @@ class VLBEiTBackbone(Backbone):
         Returns:
             dict: ``text_sequence_output`` (batch, T, d),
             ``image_sequence_output`` (batch, N + 1, d), ``pooled_output``
-            (batch, d) = tanh(Dense([T_CLS])).
+            (batch, d) = tanh(Dense(pooled)), pooled by ``pooling`` over
+            the joint sequence (padding excluded).
         """
         text_length = static_length(token_ids, 1, "text")
         text = self.embed_text(token_ids)
@@ -341,7 +405,7 @@ class VLBEiTBackbone(Backbone):
         return {
             "text_sequence_output": x[:, :text_length],
             "image_sequence_output": x[:, text_length:],
-            "pooled_output": self.pooler(x[:, 0]),
+            "pooled_output": self.pooler(self.pool_sequence(x, mask)),
         }
 
     # ------------------------------------------------------------------
@@ -366,6 +430,8 @@ class VLBEiTBackbone(Backbone):
                 "num_modality_types": self.num_modality_types,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "remat": self.remat,
+                "pooling": self.pooling,
+                "initializer_range": self.initializer_range,
             }
         )
         return config
@@ -436,6 +502,10 @@ def _validate(**cfg):
                 f"must not exceed relative_text_length={cfg['relative_text_length']} "
                 "(the relative table covers that many text tokens)",
             )
+    if not float(cfg["initializer_range"]) > 0.0:
+        fail("initializer_range", "must be > 0")
+    if cfg["pooling"] not in POOLING_MODES:
+        fail("pooling", f"must be one of {POOLING_MODES}")
     if cfg["num_modality_types"] < 2:
         fail("num_modality_types", "must be >= 2 (text and image rows)")
     if not 0.0 <= float(cfg["drop_path_rate"]) < 1.0:

@@ -145,6 +145,33 @@ class VLBEiTPretrainer(keras.Model):
             total = total + ops.cast(ops.sum(self.losses), "float32")
         return total
 
+    # --- training health (vlbeit_keras.training.health) ----------------
+    def chance_losses(self, batch_size=None):
+        """``<objective>_<loss>`` -> chance value (nats) of every objective
+        that defines one (:meth:`PretrainingObjective.chance_losses`)."""
+        out = {}
+        for name, objective in self._objectives.items():
+            for metric, value in objective.chance_losses(self).items():
+                out[f"{name}_{metric}"] = float(value)
+        return out
+
+    def health_features(self, x):
+        """Pooled backbone features of each stream in ``x`` (the backbone's
+        ``pooling``; inference mode, inputs as the streams carry them):
+        ``text_pooled_output``, ``image_pooled_output`` (B, d) and the fused
+        ``pooled_output``."""
+        b, out = self.backbone, {}
+        if "text" in x:
+            t = x["text"]
+            out["text_pooled_output"] = b.encode_text(t["token_ids"], t["padding_mask"])["text_pooled_output"]
+        if "image" in x:
+            out["image_pooled_output"] = b.encode_image(x["image"]["images"])["image_pooled_output"]
+        if "image_text" in x:
+            p = x["image_text"]
+            out["pooled_output"] = b.encode_image_text(
+                p["token_ids"], p["padding_mask"], p["images"])["pooled_output"]
+        return out
+
     def compile(self, optimizer="auto", apply_weight_decay_groups=True, **kwargs):
         """Compile with VL-BEiT defaults.
 

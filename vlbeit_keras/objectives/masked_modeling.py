@@ -9,6 +9,8 @@ before the vocabulary / codebook projection; padding entries of those lists
 carry weight 0. Softmax and losses are float32.
 """
 
+import math
+
 import keras
 from keras import ops
 from keras_hub.layers import MaskedLMHead
@@ -45,7 +47,8 @@ def mlm_head(pretrainer):
             vocabulary_size=backbone.vocabulary_size,
             intermediate_activation="gelu",  # keras.activations.gelu: exact erf form
             layer_norm_epsilon=1e-12,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=keras.initializers.TruncatedNormal(
+                stddev=getattr(backbone, "initializer_range", 0.02)),
             dtype=head_dtype_policy(backbone),
             name=MLM_HEAD,
         )
@@ -67,7 +70,8 @@ def mim_head(pretrainer):
 
     def factory():
         head = MaskedImageModelingHead(
-            tokenizer.codebook_size, dtype=backbone.dtype_policy, name=MIM_HEAD
+            tokenizer.codebook_size, initializer_range=getattr(backbone, "initializer_range", 0.02),
+            dtype=backbone.dtype_policy, name=MIM_HEAD
         )
         head.build((None, None, backbone.hidden_dim))
         return head
@@ -81,7 +85,8 @@ def image_mask_token(pretrainer):
 
     def factory():
         layer = MaskTokenEmbedding(
-            backbone.hidden_dim, dtype=backbone.dtype_policy, name=IMAGE_MASK_TOKEN
+            backbone.hidden_dim, initializer_range=getattr(backbone, "initializer_range", 0.02),
+            dtype=backbone.dtype_policy, name=IMAGE_MASK_TOKEN
         )
         layer.build()
         return layer
@@ -127,6 +132,10 @@ class MaskedLanguageModeling(PretrainingObjective):
         )
         return {"logits": _text_logits(pretrainer, out["text_sequence_output"], inputs["text_mask_positions"])}
 
+    def chance_losses(self, pretrainer):
+        """ln V: uniform over the text vocabulary."""
+        return {"loss": math.log(pretrainer.backbone.vocabulary_size)}
+
     def compute_loss(self, pretrainer, inputs, predictions):
         loss, acc, n = masked_cross_entropy(
             predictions["logits"], inputs["text_mask_ids"], inputs["text_mask_weights"]
@@ -162,6 +171,11 @@ class MaskedImageModeling(PretrainingObjective):
             "logits": _image_logits(pretrainer, out["image_sequence_output"], positions),
             "targets": visual_token_targets(pretrainer, inputs["images"], positions),
         }
+
+    def chance_losses(self, pretrainer):
+        """ln K: uniform over the visual codebook (the marginal entropy of the
+        targets is lower; the recipe passes it when the tokenizer reports it)."""
+        return {"loss": math.log(pretrainer.visual_tokenizer.codebook_size)}
 
     def compute_loss(self, pretrainer, inputs, predictions):
         loss, acc, n = masked_cross_entropy(
@@ -233,6 +247,11 @@ class MaskedVisionLanguageModeling(PretrainingObjective):
             "image_accuracy": image_acc,
             "image_accuracy_count": image_n,
         }
+
+    def chance_losses(self, pretrainer):
+        """ln V for the text part, ln K for the image part."""
+        return {"text_loss": math.log(pretrainer.backbone.vocabulary_size),
+                "image_loss": math.log(pretrainer.visual_tokenizer.codebook_size)}
 
     def get_config(self):
         return {**super().get_config(), "text_weight": self.text_weight, "image_weight": self.image_weight}

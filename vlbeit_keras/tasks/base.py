@@ -103,6 +103,12 @@ class TaskSpec:
         return {**self.default_config, **overrides}
 
 
+def head_initializer(backbone):
+    """N(0, ``backbone.initializer_range``): the kernel initialisation of task
+    heads (VLMo: N(0, 0.02), the ``initializer_range`` of its base model)."""
+    return keras.initializers.RandomNormal(stddev=backbone.initializer_range)
+
+
 def random_image(rng, image_size):
     """uint8 (H, W, 3) noise image for synthetic examples."""
     return rng.integers(0, 256, (*image_size, 3), dtype="uint8")
@@ -168,6 +174,18 @@ class VLBEiTTaskModel(keras.Model):
     def build(self, input_shape=None):
         # All weights are created in __init__.
         self.built = True
+
+    # --- training health (vlbeit_keras.training.health) ----------------
+    def health_features(self, inputs):
+        """Pooled features the heads read, for the collapse check of
+        :class:`~vlbeit_keras.training.health.TrainingHealthMonitor`:
+        dict name -> float (B, d). Default: none."""
+        return {}
+
+    def chance_losses(self, batch_size=None):
+        """Logged loss name -> its chance value in nats (the loss of a model
+        that ignores the input). Default: none."""
+        return {}
 
     # --- compile defaults -----------------------------------------------
     def default_loss(self):

@@ -13,6 +13,8 @@ BEiT replaces the final norm by ``fc_norm`` when mean pooling.
 """
 
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -93,7 +95,8 @@ class VLBEiTImageClassifier(VLBEiTTaskModel):
         self.head = keras.layers.Dense(
             self.num_classes,
             kernel_initializer=ScaledInitializer(
-                keras.initializers.TruncatedNormal(stddev=0.02), self.head_init_scale
+                keras.initializers.TruncatedNormal(stddev=self.backbone.initializer_range),
+                self.head_init_scale
             ),
             bias_initializer="zeros",
             dtype=self.dtype_policy,
@@ -104,10 +107,21 @@ class VLBEiTImageClassifier(VLBEiTTaskModel):
         self.built = True
 
     def call(self, inputs, training=None):
+        return self.head(self.fc_norm(self.pooled_features(inputs, training)))
+
+    def pooled_features(self, inputs, training=None):
+        """(B, d) mean of the patch tokens (no [I_CLS]), before ``fc_norm``."""
         images = inputs["images"] if isinstance(inputs, dict) else inputs
         tokens = self.backbone.encode_image(images, training=training)["image_sequence_output"]
-        pooled = ops.mean(tokens[:, 1:], axis=1)
-        return self.head(self.fc_norm(pooled))
+        return ops.mean(tokens[:, 1:], axis=1)
+
+    def health_features(self, inputs):
+        """``pooled_output``: mean of the patch tokens (B, d)."""
+        return {"pooled_output": self.pooled_features(inputs)}
+
+    def chance_losses(self, batch_size=None):
+        """``loss``: ln(num_classes)."""
+        return {"loss": math.log(self.num_classes)} if self.num_classes > 1 else {}
 
     def default_loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

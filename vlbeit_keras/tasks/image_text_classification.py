@@ -6,6 +6,7 @@ LayerNorm(1e-5) -> GELU -> Dense(2d -> C)); softmax cross-entropy
 (MODEL_SPEC §9.2, "NLVR (v1)": the NLVR2 head with a single pass).
 """
 
+import math
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from vlbeit_keras.layers.classifier_head import MLPClassifierHead
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import head_initializer
 from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
@@ -73,6 +75,7 @@ class VLBEiTImageTextClassifier(VLBEiTTaskModel):
             self.head_hidden_dim,
             self.num_classes,
             layer_norm_epsilon=self.head_layer_norm_epsilon,
+            kernel_initializer=head_initializer(self.backbone),
             dtype=self.dtype_policy,
             name="classifier",
         )
@@ -91,6 +94,14 @@ class VLBEiTImageTextClassifier(VLBEiTTaskModel):
     def call(self, inputs, training=None):
         check_inputs(inputs, PAIR_INPUTS, type(self).__name__)
         return self.classifier(self.pooled_features(inputs, training=training))
+
+    def health_features(self, inputs):
+        """``pooled_output``: the head's input (B, d)."""
+        return {"pooled_output": self.pooled_features(inputs)}
+
+    def chance_losses(self, batch_size=None):
+        """``loss``: ln(num_classes), cross-entropy of a uniform prediction."""
+        return {"loss": math.log(self.num_classes)} if self.num_classes > 1 else {}
 
     def default_loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

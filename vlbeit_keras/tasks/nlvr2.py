@@ -16,6 +16,7 @@ Metrics: accuracy over examples and consistency over sentences as
 ``text``, ``label`` ("True"/"False"/bool), ``identifier``.
 """
 
+import math
 
 import keras
 import numpy as np
@@ -25,6 +26,7 @@ from vlbeit_keras.layers.classifier_head import MLPClassifierHead
 from vlbeit_keras.metrics.nlvr import nlvr2_metrics
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import check_inputs
+from vlbeit_keras.tasks.base import head_initializer
 from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
@@ -79,6 +81,7 @@ class VLBEiTNLVR2(VLBEiTTaskModel):
         self.classifier = MLPClassifierHead(
             self.head_hidden_dim, self.num_classes,
             layer_norm_epsilon=self.head_layer_norm_epsilon,
+            kernel_initializer=head_initializer(self.backbone),
             dtype=self.dtype_policy, name="classifier",
         )
         self.classifier.build((None, 2 * d))
@@ -91,15 +94,27 @@ class VLBEiTNLVR2(VLBEiTTaskModel):
             raise ValueError(
                 f"NLVR2 `images` must have shape (batch, 2, H, W, 3); got {tuple(images.shape)}."
             )
-        pooled = []
-        for k, modality in ((0, 1), (1, SECOND_IMAGE_MODALITY)):
-            pooled.append(
-                self.backbone.encode_image_text(
-                    inputs["token_ids"], inputs["padding_mask"], images[:, k],
-                    image_modality_type=modality, training=training,
-                )["pooled_output"]
-            )
-        return self.classifier(ops.concatenate(pooled, axis=-1))
+        return self.classifier(ops.concatenate(self.pooled_pair(inputs, training), axis=-1))
+
+    def pooled_pair(self, inputs, training=None):
+        """The two fused passes' ``pooled_output`` (B, d) each, [img0, img1]."""
+        images = inputs["images"]
+        return [
+            self.backbone.encode_image_text(
+                inputs["token_ids"], inputs["padding_mask"], images[:, k],
+                image_modality_type=modality, training=training,
+            )["pooled_output"]
+            for k, modality in ((0, 1), (1, SECOND_IMAGE_MODALITY))
+        ]
+
+    def health_features(self, inputs):
+        """``pooled_output_0`` / ``pooled_output_1``: the two passes (B, d)."""
+        first, second = self.pooled_pair(inputs)
+        return {"pooled_output_0": first, "pooled_output_1": second}
+
+    def chance_losses(self, batch_size=None):
+        """``loss``: ln 2."""
+        return {"loss": math.log(self.num_classes)}
 
     def default_loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

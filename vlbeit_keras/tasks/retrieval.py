@@ -4,8 +4,11 @@ VL-BEiT fine-tunes retrieval with ITC + ITM; at inference the dual encoder
 picks the top-k candidates and the fusion encoder re-ranks them (paper Sec.
 3.2, MODEL_SPEC §9.3):
 
-- **ITC** (VLMo ``objectives.py`` ``compute_irtr``): image-only [I_CLS] and
-  text-only [T_CLS] through bias-free Dense(d -> d) projections
+- **ITC** (VLMo ``objectives.py`` ``compute_irtr``): the pooled image-only
+  and text-only outputs (``image_pooled_output`` / ``text_pooled_output``:
+  [I_CLS] / [T_CLS] with the backbone's ``pooling="cls"`` as VLMo, the mean
+  of the tokens with ``"mean"``, the small presets' default; see
+  docs/training_health.md) through bias-free Dense(d -> d) projections
   (``itc_image_proj`` / ``itc_text_proj``), L2-normalised; logits =
   exp(``logit_scale``) x cosine similarity, ``logit_scale`` learnable,
   initialised to log(1 / 0.07); symmetric softmax cross-entropy over the
@@ -42,6 +45,7 @@ from vlbeit_keras.metrics.retrieval import unique_images
 from vlbeit_keras.tasks import data as task_data
 from vlbeit_keras.tasks.base import check_inputs
 from vlbeit_keras.tasks.base import DEFAULT_RESIZE_METHOD
+from vlbeit_keras.tasks.base import head_initializer
 from vlbeit_keras.tasks.base import maybe_resize_backbone
 from vlbeit_keras.tasks.base import random_image
 from vlbeit_keras.tasks.base import random_sentence
@@ -94,7 +98,7 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
         self.use_itm = bool(use_itm)
         self.logit_scale_init = float(logit_scale_init)
         self.seed = seed
-        init = keras.initializers.RandomNormal(stddev=0.02)
+        init = head_initializer(self.backbone)
         self.itc_image_proj = keras.layers.Dense(
             d, use_bias=False, kernel_initializer=init, dtype=self.dtype_policy, name="itc_image_proj"
         )
@@ -124,13 +128,15 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
     # --- encoders -------------------------------------------------------
     def image_embeddings(self, images, training=None):
         """float (B, H, W, 3) -> float32 (B, d) L2-normalised ITC image features."""
-        cls = self.backbone.encode_image(images, training=training)["image_cls_output"]
-        return _l2_normalize(self.itc_image_proj(cls))
+        pooled = self.backbone.encode_image(images, training=training)["image_pooled_output"]
+        return _l2_normalize(self.itc_image_proj(pooled))
 
     def text_embeddings(self, token_ids, padding_mask, training=None):
         """int (B, T), (B, T) -> float32 (B, d) L2-normalised ITC text features."""
-        cls = self.backbone.encode_text(token_ids, padding_mask, training=training)["text_cls_output"]
-        return _l2_normalize(self.itc_text_proj(cls))
+        pooled = self.backbone.encode_text(
+            token_ids, padding_mask, training=training
+        )["text_pooled_output"]
+        return _l2_normalize(self.itc_text_proj(pooled))
 
     def itm_logits(self, token_ids, padding_mask, images, training=None):
         """Fused matching logits (B, 2) for aligned (text, image) pairs; class 1 = match."""
@@ -140,6 +146,32 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
             token_ids, padding_mask, images, training=training
         )["pooled_output"]
         return self.itm_score(pooled)
+
+    # --- training health ------------------------------------------------
+    def health_features(self, inputs):
+        """ITC ``image_embeddings`` / ``text_embeddings`` (B, d) and, with
+        ITM, the fused ``itm_pooled_output`` (B, d) of the matching pairs."""
+        out = {
+            "image_embeddings": self.image_embeddings(inputs["images"]),
+            "text_embeddings": self.text_embeddings(inputs["token_ids"], inputs["padding_mask"]),
+        }
+        if self.use_itm:
+            out["itm_pooled_output"] = self.backbone.encode_image_text(
+                inputs["token_ids"], inputs["padding_mask"], inputs["images"]
+            )["pooled_output"]
+        return out
+
+    def chance_losses(self, batch_size=None):
+        """``itc_loss``: ln B (identical features; needs ``batch_size``);
+        ``itm_loss``: entropy of the 1 : 2 positive : negative prior,
+        -(1/3 ln 1/3 + 2/3 ln 2/3) = 0.6365 (the model answering "no match"
+        with probability 2/3 for every pair)."""
+        out = {}
+        if batch_size and batch_size > 1:
+            out["itc_loss"] = math.log(batch_size)
+        if self.use_itm:
+            out["itm_loss"] = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)
+        return out
 
     # --- hard negatives -------------------------------------------------
     @staticmethod

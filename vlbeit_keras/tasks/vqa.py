@@ -126,6 +126,11 @@ class VLBEiTVQA(VLBEiTImageTextClassifier):
     def default_loss(self):
         return VQASoftScoreLoss()
 
+    def chance_losses(self, batch_size=None):
+        """None: the soft-score loss has no input-free constant worth watching
+        (its prior value depends on the answer frequencies)."""
+        return {}
+
     def default_metrics(self):
         return [VQAScore()]
 
