@@ -72,6 +72,7 @@ def main(argv=None):
 
     from vlbeit_keras.training.finetuning import format_metrics
     from vlbeit_keras.training.finetuning import run_finetuning
+    from vlbeit_keras.training.health import format_health
 
     summary = run_finetuning(config)
     print(f"\nsteps {summary['steps']}/{summary['total_steps']}, {summary['seconds_this_run']} s this run "
@@ -79,10 +80,16 @@ def main(argv=None):
     if summary["metrics"] is not None:
         print(format_metrics(summary["metrics"], summary["baseline"]))
         print(f"predictions: {summary['predictions']}")
+    print(format_health(summary.get("health")))
     print(f"outputs in {summary['workdir']}")
     print(json.dumps(summary))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    from vlbeit_keras.training.health import NonFiniteLossError
+
+    try:
+        main()
+    except NonFiniteLossError as error:
+        raise SystemExit(f"training stopped: {error}") from None

@@ -46,6 +46,7 @@ def main(argv=None):
     if args.workdir:
         config.workdir = args.workdir
 
+    from vlbeit_keras.training.health import format_health
     from vlbeit_keras.training.pretraining import run_pretraining
 
     summary = run_pretraining(config)
@@ -55,10 +56,16 @@ def main(argv=None):
     print(f"{'metric':<22}{'first epoch':>12}{'last epoch':>12}")
     for key in sorted(keys):
         print(f"{key:<22}{first[key]:>12.4f}{last[key]:>12.4f}")
+    print(format_health(summary.get("health")))
     print(f"outputs in {summary['workdir']}")
     print(json.dumps(summary))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    from vlbeit_keras.training.health import NonFiniteLossError
+
+    try:
+        main()
+    except NonFiniteLossError as error:
+        raise SystemExit(f"training stopped: {error}") from None

@@ -68,6 +68,18 @@ class PretrainingObjective:
         """
         raise NotImplementedError
 
+    def chance_losses(self, pretrainer):
+        """Chance value (nats) of each loss in :attr:`metric_names`.
+
+        The loss of a model that has learned nothing about the input, for
+        :class:`vlbeit_keras.training.health.TrainingHealthMonitor`: ln V
+        for a V-way vocabulary head. Default: none.
+
+        Returns:
+            dict metric name (without the objective prefix) -> float.
+        """
+        return {}
+
     def get_config(self):
         """JSON-serialisable constructor arguments."""
         return {"weight": self.weight}

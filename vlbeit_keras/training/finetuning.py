@@ -40,6 +40,7 @@ from vlbeit_keras.training.callbacks import RandomStateBackup
 from vlbeit_keras.training.callbacks import StepLogger
 from vlbeit_keras.training.callbacks import StopAfterSteps
 from vlbeit_keras.training.callbacks import completed_epochs
+from vlbeit_keras.training.health import monitor_from_config
 
 MODEL_FILE = "model.keras"
 VOCABULARY_FILE = "vocab.txt"
@@ -511,7 +512,11 @@ def run_finetuning(config):
         text_length=model.backbone.max_text_length, batch_size=int(config.data.batch_size),
         training=True, seed=int(config.seed), start_step=start_step, report=report, **task_config,
     )
+    monitor = monitor_from_config(config.get("health"), model, dataset,
+                                  log_dir=str(workdir / "tensorboard" / "health"))
     callbacks = [
+        # First: a non-finite loss stops the run before any callback saves it.
+        *([monitor] if monitor is not None else []),
         RandomStateBackup(backup_dir),  # before BackupAndRestore (see its docstring)
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq=int(sched.log_every)),
@@ -552,6 +557,7 @@ def run_finetuning(config):
         "train_seconds_this_run": train_seconds,
         "workdir": str(workdir),
         "skipped_records": report.count,
+        "health": monitor.summary() if monitor is not None else None,
     }
     with open(workdir / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)

@@ -34,6 +34,7 @@ from vlbeit_keras.training.callbacks import RandomStateBackup
 from vlbeit_keras.training.callbacks import StepLogger
 from vlbeit_keras.training.callbacks import StopAfterSteps
 from vlbeit_keras.training.callbacks import completed_epochs
+from vlbeit_keras.training.health import monitor_from_config
 
 STREAMS = ("text", "image", "image_text")
 
@@ -282,7 +283,7 @@ def _run_pretraining(config):
           f"image {backbone.image_size}, text {backbone.max_text_length}, "
           f"vocabulary {backbone.vocabulary_size}", flush=True)
 
-    visual_tokenizer = None
+    visual_tokenizer, stats = None, None
     if needs_visual:
         visual_tokenizer, stats = build_visual_tokenizer(
             config.visual_tokenizer, streams["image"] or streams["image_text"],
@@ -352,7 +353,18 @@ def _run_pretraining(config):
         num_shards=dist["num_shards"], shard_index=dist["shard_index"],
     )
 
+    # The chance line of the MIM losses is the entropy of the targets'
+    # marginal (ln perplexity), not ln K, when the tokenizer was measured.
+    chance = {}
+    if visual_tokenizer is not None and stats and stats.get("perplexity"):
+        for name in ("mim_loss", "mvlm_image_loss"):
+            chance[name] = math.log(float(stats["perplexity"]))
+    monitor = monitor_from_config(config.get("health"), pretrainer, dataset,
+                                  log_dir=str(workdir / "tensorboard" / "health"),
+                                  chance_losses=chance)
     callbacks = [
+        # First: a non-finite loss stops the run before any callback saves it.
+        *([monitor] if monitor is not None else []),
         RandomStateBackup(backup_dir),  # before BackupAndRestore (see its docstring)
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq=int(sched.log_every)),
@@ -382,6 +394,7 @@ def _run_pretraining(config):
         "num_devices": dist["num_devices"],
         "process_index": dist["process_index"],
         "process_count": dist["process_count"],
+        "health": monitor.summary() if monitor is not None else None,
     }
     with open(workdir / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
