@@ -86,7 +86,7 @@ class VLBEiTImageTextClassifier(VLBEiTTaskModel):
         return self.backbone.hidden_dim
 
     def pooled_features(self, inputs, training=None):
-        """(B, d) pooled [T_CLS] of the fused pass."""
+        """(B, d) ``pooled_output`` of the fused pass (by the backbone's ``pooling``)."""
         return self.backbone.encode_image_text(
             inputs["token_ids"], inputs["padding_mask"], inputs["images"], training=training
         )["pooled_output"]

@@ -287,7 +287,7 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
     Example:
     ```python
     monitor = TrainingHealthMonitor(probe_batch=next(iter(train_ds)),
-                                    log_dir="runs/x/tensorboard")
+                                    log_dir="runs/x/tensorboard/health")
     model.fit(train_ds, epochs=3, steps_per_epoch=100, callbacks=[monitor])
     monitor.events  # what it found
     ```
@@ -560,7 +560,9 @@ def format_health(summary):
         probe = summary.get("last_probe") or {}
         spreads = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in probe.items()
                             if k.startswith("spread/"))
-        return "training health: no findings" + (f" (feature spread: {spreads})" if spreads else "")
+        at = f" at step {probe['step']}" if "step" in probe else ""
+        return "training health: no findings" + (
+            f" (feature spread{at}: {spreads})" if spreads else "")
     return "\n".join(["training health:"] + [f"  {e['message']}" for e in events])
 
 
