@@ -262,6 +262,7 @@ def test_unknown_preset_and_weights_request_raise():
         ({"position_mode": "rope"}, "position_mode"),
         ({"expert_type": "nope"}, "nope"),
         ({"pooling": "max"}, "pooling"),
+        ({"initializer_range": 0.0}, "initializer_range"),
     ],
 )
 def test_bad_configuration_names_field_and_value(tiny_config, override, field):

@@ -162,3 +162,17 @@ def test_bad_arguments():
         TrainingHealthMonitor(patience_steps=0)
     with pytest.raises(ValueError, match="chance_tolerance"):
         TrainingHealthMonitor(chance_tolerance=1.5)
+
+
+def test_visual_token_chance_uses_the_measured_marginal():
+    """MIM chance: ln(perplexity) of the tokenizer's measured usage (kept
+    across resumes in visual_tokenizer_usage.json), else ln K."""
+    import types
+
+    from vlbeit_keras.objectives.masked_modeling import visual_token_chance
+
+    tokenizer = types.SimpleNamespace(codebook_size=256)
+    pretrainer = types.SimpleNamespace(visual_tokenizer=tokenizer)
+    assert visual_token_chance(pretrainer) == pytest.approx(math.log(256))
+    tokenizer.usage_stats = {"perplexity": 18.7}
+    assert visual_token_chance(pretrainer) == pytest.approx(math.log(18.7))

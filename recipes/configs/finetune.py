@@ -52,9 +52,11 @@ def _base(task):
             # Backbone config changes (None: keep the checkpoint's / preset's);
             # with a checkpoint, image_size / max_text_length changes go through
             # load_backbone_weights_resized. Other backbone fields may be added.
-            # Drop path 0.1 as VLMo fine-tuning of the base model.
+            # Drop path 0.1 as VLMo fine-tuning of the base model. None keeps the
+            # checkpoint's / preset's value (so layerscale_init cannot be
+            # switched off from here; pooling: "cls" or "mean").
             overrides=dict(image_size=None, max_text_length=None, drop_path_rate=0.1,
-                           pooling=None, layerscale_init=None),
+                           pooling=None, layerscale_init=None, initializer_range=None),
         ),
         # auto: the checkpoint's tokenizer if it has one, else the demo vocabulary
         # on demo data, else WordPiece trained on the training texts.

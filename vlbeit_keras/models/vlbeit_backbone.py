@@ -80,9 +80,9 @@ class VLBEiTBackbone(Backbone):
             small presets use ``"mean"`` (docs/training_health.md).
         initializer_range: float, std of the (truncated-)normal initialisation
             of every kernel, embedding and token (0.02 in BEiT / VLMo, tuned
-            for d = 768; the small presets scale it as 0.02 x sqrt(768 / d),
-            docs/training_health.md). Task heads built on the backbone use it
-            too.
+            for d = 768; the small presets use fan-in scaling, d ** -0.5,
+            docs/training_health.md). Task and pretraining heads built on
+            the backbone use it too.
         remat: bool, gradient checkpointing of every MoME block (attention
             and expert branches recomputed in the backward pass; outputs and
             gradients unchanged; see ``docs/scaling.md`` for the memory saved).
@@ -249,7 +249,6 @@ class VLBEiTBackbone(Backbone):
         self.num_modality_types = int(num_modality_types)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.remat = bool(remat)
-        self.pooling = pooling
         self.initializer_range = float(initializer_range)
         self.grid_size = self.patch_embed.grid_size
 

@@ -47,8 +47,7 @@ def mlm_head(pretrainer):
             vocabulary_size=backbone.vocabulary_size,
             intermediate_activation="gelu",  # keras.activations.gelu: exact erf form
             layer_norm_epsilon=1e-12,
-            kernel_initializer=keras.initializers.TruncatedNormal(
-                stddev=getattr(backbone, "initializer_range", 0.02)),
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=backbone.initializer_range),
             dtype=head_dtype_policy(backbone),
             name=MLM_HEAD,
         )
@@ -70,7 +69,7 @@ def mim_head(pretrainer):
 
     def factory():
         head = MaskedImageModelingHead(
-            tokenizer.codebook_size, initializer_range=getattr(backbone, "initializer_range", 0.02),
+            tokenizer.codebook_size, initializer_range=backbone.initializer_range,
             dtype=backbone.dtype_policy, name=MIM_HEAD
         )
         head.build((None, None, backbone.hidden_dim))
@@ -85,13 +84,26 @@ def image_mask_token(pretrainer):
 
     def factory():
         layer = MaskTokenEmbedding(
-            backbone.hidden_dim, initializer_range=getattr(backbone, "initializer_range", 0.02),
+            backbone.hidden_dim, initializer_range=backbone.initializer_range,
             dtype=backbone.dtype_policy, name=IMAGE_MASK_TOKEN
         )
         layer.build()
         return layer
 
     return pretrainer.shared_layer(IMAGE_MASK_TOKEN, factory)
+
+
+def visual_token_chance(pretrainer):
+    """Chance value (nats) of a loss on visual-token targets.
+
+    The entropy of the targets' marginal, ln(perplexity), when the visual
+    tokenizer carries its measured codebook usage (``usage_stats``, set by
+    the pretraining recipe from ``fit_codebook``); otherwise ln K (uniform
+    over the K codes), an upper bound.
+    """
+    tokenizer = pretrainer.visual_tokenizer
+    perplexity = (getattr(tokenizer, "usage_stats", None) or {}).get("perplexity")
+    return math.log(float(perplexity)) if perplexity else math.log(tokenizer.codebook_size)
 
 
 def visual_token_targets(pretrainer, images, positions):
@@ -173,9 +185,8 @@ class MaskedImageModeling(PretrainingObjective):
         }
 
     def chance_losses(self, pretrainer):
-        """ln K: uniform over the visual codebook (the marginal entropy of the
-        targets is lower; the recipe passes it when the tokenizer reports it)."""
-        return {"loss": math.log(pretrainer.visual_tokenizer.codebook_size)}
+        """The visual-token chance value (:func:`visual_token_chance`)."""
+        return {"loss": visual_token_chance(pretrainer)}
 
     def compute_loss(self, pretrainer, inputs, predictions):
         loss, acc, n = masked_cross_entropy(
@@ -249,9 +260,9 @@ class MaskedVisionLanguageModeling(PretrainingObjective):
         }
 
     def chance_losses(self, pretrainer):
-        """ln V for the text part, ln K for the image part."""
+        """ln V for the text part, :func:`visual_token_chance` for the image part."""
         return {"text_loss": math.log(pretrainer.backbone.vocabulary_size),
-                "image_loss": math.log(pretrainer.visual_tokenizer.codebook_size)}
+                "image_loss": visual_token_chance(pretrainer)}
 
     def get_config(self):
         return {**super().get_config(), "text_weight": self.text_weight, "image_weight": self.image_weight}

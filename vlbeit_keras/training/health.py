@@ -223,11 +223,6 @@ def _torch_gradients(model, x, y, sample_weight):
             v.value.grad = g
 
 
-def _unpack(batch):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-    return x, y, sample_weight
-
-
 def _to_numpy_tree(batch):
     return keras.tree.map_structure(
         lambda t: None if t is None else np.asarray(keras.ops.convert_to_numpy(t)), batch
@@ -266,7 +261,9 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
         log_dir: TensorBoard directory for the ``health/`` scalars (None: no
             TensorBoard output).
         stop_on_nonfinite: raise :class:`NonFiniteLossError` on a NaN/inf
-            loss (default True).
+            loss (default True). Like ``keras.callbacks.TerminateOnNaN(
+            raise_error=True)``, but every logged value is checked, the
+            finding is recorded and the message says what to try.
         min_batches: Keras logs running means that restart every epoch; the
             chance check reads them only from this batch of an epoch on (or
             at its last batch when the epoch is shorter). Default 20.
@@ -345,7 +342,7 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
     def _probe_x(self):
         if self.probe_batch is None:
             return None
-        return _unpack(self.probe_batch)[0]
+        return keras.utils.unpack_x_y_sample_weight(self.probe_batch)[0]
 
     def _resolve_batch_size(self):
         if self.batch_size is not None:
@@ -459,7 +456,7 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
                             f"step {self._step}: feature '{name}' spread {spread:.4g} is "
                             "above the collapse threshold again.", warn=False)
         if self.gradients and getattr(self.model, "compiled", True):
-            x, y, sample_weight = _unpack(self.probe_batch)
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(self.probe_batch)
             norms = gradient_norms(self.model, x, y, sample_weight)
             for group, norm in sorted(norms.items()):
                 row[f"grad_norm/{group}"] = norm
@@ -521,33 +518,24 @@ def monitor_from_config(config, model, dataset, log_dir=None, chance_losses=None
     recipe's ``health`` section, probing the first batch of ``dataset``.
 
     Args:
-        config: mapping with ``enabled``, ``probe_every``, ``patience_steps``,
-            ``chance_tolerance``, ``collapse_threshold``, ``gradients``
-            (``recipes/configs/*.py``); None or ``enabled=False`` -> None.
+        config: mapping with ``enabled`` and any :class:`TrainingHealthMonitor`
+            argument (the recipes' ``health`` section: ``probe_every``,
+            ``patience_steps``, ``chance_tolerance``, ``collapse_threshold``,
+            ``gradients``); None or ``enabled=False`` -> None.
         model: the model ``fit`` trains.
         dataset: the training ``tf.data.Dataset`` (a fresh iterator takes
             one batch; the training iterator is not touched).
         log_dir: TensorBoard directory for the ``health/`` scalars.
-        chance_losses: extra chance values (e.g. the measured marginal
-            entropy of the MIM targets).
+        chance_losses: extra chance values, overriding the model's.
 
     Returns:
         a monitor, or None when disabled.
     """
     if not config or not config.get("enabled", True):
         return None
-    probe = next(iter(dataset))
-    return TrainingHealthMonitor(
-        probe_batch=probe,
-        chance_losses=chance_losses,
-        patience_steps=int(config.get("patience_steps", 200)),
-        chance_tolerance=float(config.get("chance_tolerance", 0.02)),
-        probe_every=int(config.get("probe_every", 100)),
-        collapse_threshold=float(config.get("collapse_threshold", 0.02)),
-        gradients=bool(config.get("gradients", True)),
-        log_dir=log_dir,
-    )
-
+    settings = {k: v for k, v in dict(config).items() if k != "enabled"}
+    return TrainingHealthMonitor(probe_batch=next(iter(dataset)), chance_losses=chance_losses,
+                                 log_dir=log_dir, **settings)
 
 
 def format_health(summary):

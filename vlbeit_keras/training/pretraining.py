@@ -133,7 +133,9 @@ def build_visual_tokenizer(config, image_records, image_size, patch_size, workdi
     """Load ``config.path`` or train a visual tokenizer on the run's images.
 
     The tokenizer is saved to ``workdir/visual_tokenizer.keras`` (reused when
-    a run resumes). Returns (tokenizer, usage statistics or None).
+    a run resumes) with its usage statistics
+    (``workdir/visual_tokenizer_usage.json``). Returns (tokenizer, usage
+    statistics or None).
     """
     from vlbeit_keras.data.image_preprocessing import ImagePreprocessingConfig
     from vlbeit_keras.data.pipeline import make_image_dataset
@@ -142,8 +144,11 @@ def build_visual_tokenizer(config, image_records, image_size, patch_size, workdi
     from vlbeit_keras.data.visual_tokenizers import save_visual_tokenizer
 
     saved = pathlib.Path(workdir) / "visual_tokenizer.keras"
+    usage = pathlib.Path(workdir) / "visual_tokenizer_usage.json"
     if saved.exists():
-        return load_visual_tokenizer(saved), None
+        # A resumed run: the usage measured when the codebook was trained.
+        stats = json.loads(usage.read_text()) if usage.exists() else None
+        return load_visual_tokenizer(saved), stats
     if config.path:
         tokenizer = load_visual_tokenizer(config.path)
         save_visual_tokenizer(tokenizer, saved)
@@ -162,6 +167,9 @@ def build_visual_tokenizer(config, image_records, image_size, patch_size, workdi
             seed=int(config.training.seed),
         )
     save_visual_tokenizer(tokenizer, saved)
+    if stats:
+        usage.write_text(json.dumps({k: v.item() if hasattr(v, "item") else v
+                                     for k, v in stats.items()}))
     return tokenizer, stats
 
 
@@ -293,6 +301,8 @@ def _run_pretraining(config):
             from vlbeit_keras.data.visual_tokenizers import format_usage
 
             print(f"visual tokenizer: {format_usage(stats)}", flush=True)
+            # The MIM chance value of the health monitor: ln(perplexity).
+            visual_tokenizer.usage_stats = stats
         if dist["distribution"] is not None and visual_tokenizer.codebook_size != int(
                 config.visual_tokenizer.codebook_size):
             raise ValueError(
@@ -353,15 +363,8 @@ def _run_pretraining(config):
         num_shards=dist["num_shards"], shard_index=dist["shard_index"],
     )
 
-    # The chance line of the MIM losses is the entropy of the targets'
-    # marginal (ln perplexity), not ln K, when the tokenizer was measured.
-    chance = {}
-    if visual_tokenizer is not None and stats and stats.get("perplexity"):
-        for name in ("mim_loss", "mvlm_image_loss"):
-            chance[name] = math.log(float(stats["perplexity"]))
     monitor = monitor_from_config(config.get("health"), pretrainer, dataset,
-                                  log_dir=str(workdir / "tensorboard" / "health"),
-                                  chance_losses=chance)
+                                  log_dir=str(workdir / "tensorboard" / "health"))
     callbacks = [
         # First: a non-finite loss stops the run before any callback saves it.
         *([monitor] if monitor is not None else []),
