@@ -270,10 +270,11 @@ def test_bad_configuration_names_field_and_value(tiny_config, override, field):
         VLBEiTBackbone(**{**tiny_config, **override})
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "text_mean"])
 def test_pooling_modes(tiny_config, rng, pooling):
     """``cls``: the first row (VLMo); ``mean``: the mean of the real tokens
-    (padding excluded), the fused ``pooled_output`` = tanh(Dense(pooled))."""
+    (padding excluded); ``text_mean``: the same, but the fused input pools
+    its real text rows only; the fused ``pooled_output`` = tanh(Dense(pooled))."""
     backbone = VLBEiTBackbone(**{**tiny_config, "pooling": pooling})
     randomize(backbone)
     x = tiny_inputs(rng, tiny_config)
@@ -290,6 +291,9 @@ def test_pooling_modes(tiny_config, rng, pooling):
         want_t = (seq_t * mask).sum(1) / mask.sum(1)
         want_i = seq_i.mean(1)
         want_f = (fused_seq * fused_mask).sum(1) / fused_mask.sum(1)
+        if pooling == "text_mean":
+            text_rows = np_(fused["text_sequence_output"])
+            want_f = (text_rows * mask).sum(1) / mask.sum(1)
     np.testing.assert_allclose(np_(text["text_pooled_output"]), want_t, atol=1e-5)
     np.testing.assert_allclose(np_(image["image_pooled_output"]), want_i, atol=1e-5)
     np.testing.assert_allclose(np_(fused["pooled_output"]), np_(backbone.pooler(want_f)), atol=1e-5)
@@ -298,11 +302,12 @@ def test_pooling_modes(tiny_config, rng, pooling):
 
 def test_pooling_defaults():
     """The class default is VLMo's [CLS] pooling (checkpoint parity, configs
-    saved before the field existed); the CPU presets use mean pooling."""
+    saved before the field existed); the CPU presets use mean pooling, the
+    fused input pooling its text rows."""
     from vlbeit_keras.models.presets import BACKBONE_PRESETS
 
-    assert BACKBONE_PRESETS["vlbeit_small"]["config"]["pooling"] == "mean"
-    assert BACKBONE_PRESETS["vlbeit_tiny"]["config"]["pooling"] == "mean"
+    assert BACKBONE_PRESETS["vlbeit_small"]["config"]["pooling"] == "text_mean"
+    assert BACKBONE_PRESETS["vlbeit_tiny"]["config"]["pooling"] == "text_mean"
     assert "pooling" not in BACKBONE_PRESETS["vlbeit_base"]["config"]
     config = dict(BACKBONE_PRESETS["vlbeit_tiny"]["config"])
     del config["pooling"]

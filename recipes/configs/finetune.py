@@ -54,7 +54,7 @@ def _base(task):
             # load_backbone_weights_resized. Other backbone fields may be added.
             # Drop path 0.1 as VLMo fine-tuning of the base model. None keeps the
             # checkpoint's / preset's value (so layerscale_init cannot be
-            # switched off from here; pooling: "cls" or "mean").
+            # switched off from here; pooling: "cls", "mean" or "text_mean").
             overrides=dict(image_size=None, max_text_length=None, drop_path_rate=0.1,
                            pooling=None, layerscale_init=None, initializer_range=None),
         ),

@@ -73,3 +73,27 @@ def test_unique_images_keeps_first_occurrence():
     ids, first = retrieval.unique_images(["b", "a", "b", "c", "a"])
     assert ids == ["b", "a", "c"]
     assert first.tolist() == [0, 1, 3]
+
+
+def test_text_keys_merge_duplicate_captions():
+    """Images a and b share the caption "one circle" (texts 0 and 2): with
+    text_keys either text is a correct answer for either image, so the tie
+    between the identical texts no longer decides R@1."""
+    image_ids = ["a", "b"]
+    text_image_ids = ["a", "a", "b", "b"]
+    keys = ["one circle", "a red circle", "one circle", "a blue circle"]
+    # Image b ranks text 0 first (the duplicate of its own text 2, scored
+    # equally, lower index wins); text 2 ranks image a first.
+    i2t = np.array([[0.9, 0.1, 0.9, 0.3], [0.9, 0.0, 0.9, 0.2]])
+    retrieval_recall = retrieval.retrieval_recall
+    standard = retrieval_recall(i2t, image_ids, text_image_ids, ks=(1,))
+    merged = retrieval_recall(i2t, image_ids, text_image_ids, ks=(1,), text_keys=keys)
+    assert standard["tr_r1"] == 0.5 and merged["tr_r1"] == 1.0
+    # IR: texts 0 and 2 rank image a first (ties by index): text 2 is a miss
+    # by id, a hit with keys; text 3 ("a blue circle", unique) stays a miss.
+    assert standard["ir_r1"] == 0.5 and merged["ir_r1"] == 0.75
+    unique = ["k0", "k1", "k2", "k3"]
+    assert retrieval_recall(i2t, image_ids, text_image_ids, text_keys=unique) == \
+        retrieval_recall(i2t, image_ids, text_image_ids)
+    with pytest.raises(ValueError, match="text_keys"):
+        retrieval_recall(i2t, image_ids, text_image_ids, text_keys=keys[:3])

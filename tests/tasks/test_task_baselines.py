@@ -17,12 +17,14 @@ def test_every_built_in_task_has_a_baseline():
         assert callable(registry.get(name).baseline)
 
 
-def test_chance_recall_is_the_exact_expectation_over_all_rankings():
+@pytest.mark.parametrize("text_keys", [None, ["x", "y", "z", "x"]])
+def test_chance_recall_is_the_exact_expectation_over_all_rankings(text_keys):
     # 3 images with 1, 2 and 1 captions: every ranking of the 4 texts and of
-    # the 3 images, averaged, must give chance_recall exactly.
+    # the 3 images, averaged, must give chance_recall exactly (with
+    # text_keys: texts 0 and 3 are the same caption of images a and c).
     image_ids = ["a", "b", "c"]
     text_ids = ["a", "b", "b", "c"]
-    expected = retrieval.chance_recall(image_ids, text_ids, ks=(1, 2, 3))
+    expected = retrieval.chance_recall(image_ids, text_ids, ks=(1, 2, 3), text_keys=text_keys)
     totals, count = {}, 0
     for text_order in itertools.permutations(range(4)):
         for image_order in itertools.permutations(range(3)):
@@ -30,7 +32,8 @@ def test_chance_recall_is_the_exact_expectation_over_all_rankings():
             # images in image_order for every text.
             i2t = np.tile(-np.argsort(text_order).astype(float), (3, 1))
             t2i = np.tile(-np.argsort(image_order).astype(float), (4, 1))
-            recall = retrieval_recall(i2t, image_ids, text_ids, ks=(1, 2, 3), t2i_scores=t2i)
+            recall = retrieval_recall(i2t, image_ids, text_ids, ks=(1, 2, 3), t2i_scores=t2i,
+                                      text_keys=text_keys)
             for key, value in recall.items():
                 totals[key] = totals.get(key, 0.0) + value
             count += 1

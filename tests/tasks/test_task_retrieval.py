@@ -129,9 +129,81 @@ def test_evaluate_matches_metric_on_the_model_scores(tiny_backbone, tokenizer, i
         assert reranked[key] == pytest.approx(metrics[key])
 
 
+@pytest.mark.parametrize("rerank_score", ["log_odds", "positive_logit"])
+def test_full_rerank_score_is_itm_plus_dual_encoder(tiny_backbone, tokenizer, image_config,
+                                                     to_numpy, rerank_score):
+    """Re-ranking the whole gallery ranks by ITM log-odds + ITC logit
+    (default) or by ALBEF's ITM positive logit + cosine."""
+    from vlbeit_keras.metrics.retrieval import retrieval_recall
+
+    records, _ = retrieval.example(6, (32, 32), seed=5)
+    model = _model(tiny_backbone)
+    io = {"tokenizer": tokenizer, "image_config": image_config, "batch_size": 4}
+    ids = [r["image_id"] for r in records]
+    gallery = list(dict.fromkeys(ids))
+    metrics, _ = retrieval.evaluate(model, records, rerank_k=len(records),
+                                    rerank_score=rerank_score, **io)
+    fns = retrieval.encoder_functions(model)
+    from vlbeit_keras.data.image_preprocessing import preprocess_decoded_image
+    from vlbeit_keras.data.pipeline import TextPacker
+
+    images = np.stack([np.asarray(preprocess_decoded_image(records[ids.index(g)]["image"],
+                                                           image_config)) for g in gallery])
+    token_ids, mask = (np.asarray(a) for a in TextPacker(tokenizer, 8)(
+        np.array([r["text"] for r in records])))
+    sim = to_numpy(model.image_embeddings(images)) @ to_numpy(
+        model.text_embeddings(token_ids, mask)).T
+    n_i, n_t = sim.shape
+    logits = to_numpy(model.itm_logits(np.repeat(token_ids, n_i, 0), np.repeat(mask, n_i, 0),
+                                       np.tile(images, (n_t, 1, 1, 1)))).reshape(n_t, n_i, 2)
+    if rerank_score == "log_odds":
+        scale = float(np.exp(to_numpy(model.logit_scale)))
+        fused = (logits[..., 1] - logits[..., 0]).T + scale * sim
+    else:
+        fused = logits[..., 1].T + sim
+    expected = retrieval_recall(fused, gallery, ids)
+    for key in ("tr_r1", "ir_r1", "tr_r5", "ir_r5"):
+        assert metrics[key] == pytest.approx(expected[key]), key
+    with pytest.raises(ValueError, match="rerank_score"):
+        retrieval.evaluate(model, records, rerank_k=2, rerank_score="sum", **io)
+
+
 def test_training_batches_carry_dense_image_ids(io):
     records, _ = retrieval.example(8, (32, 32), seed=2)
     x = next(iter(retrieval.make_dataset(records, batch_size=8, training=False, **io)))
     dense = retrieval.dense_image_ids([r["image_id"] for r in records])
     assert np.asarray(x["image_ids"]).tolist() == dense.tolist()
-    assert set(x) == {"token_ids", "padding_mask", "images", "image_ids"}
+    assert set(x) == {"token_ids", "padding_mask", "images", "image_ids", "text_ids", "caption_ids"}
+    text_ids, caption_ids = retrieval.text_ids_and_captions(
+        [r["text"] for r in records], [r["image_id"] for r in records])
+    assert np.asarray(x["text_ids"]).tolist() == text_ids.tolist()
+    assert np.asarray(x["caption_ids"]).tolist() == caption_ids.tolist()
+
+
+def test_caption_ids_group_duplicate_texts_per_image():
+    texts = ["One circle", "a red circle", "one  circle", "two squares", "a blue circle"]
+    images = ["a", "a", "b", "c", "b"]
+    text_ids, caption_ids = retrieval.text_ids_and_captions(texts, images)
+    assert text_ids.tolist() == [0, 1, 0, 2, 3]  # case and spacing do not make a new caption
+    assert caption_ids.tolist() == [[0, 1], [0, 1], [0, 3], [2, -1], [0, 3]]
+
+
+def test_a_duplicate_caption_of_another_image_is_a_positive_not_a_negative(tiny_backbone, to_numpy):
+    # Image b is described by "one circle" too: text 0 (a caption of image a)
+    # must be neither a contrastive negative nor a drawn ITM negative of image b.
+    model = _model(tiny_backbone)
+    texts = ["one circle", "a red circle", "one circle", "two squares"]
+    images = ["a", "a", "b", "c"]
+    text_ids, caption_ids = retrieval.text_ids_and_captions(texts, images)
+    image_ids = retrieval.dense_image_ids(images)
+    plain = to_numpy(model.positive_mask(4, image_ids))
+    positives = to_numpy(model.positive_mask(4, image_ids, text_ids, caption_ids))
+    assert not plain[2, 0] and positives[2, 0] and positives[0, 2]  # same string, both images
+    assert not positives[2, 1] and not positives[3, 0] and not positives[0, 3]
+    np.testing.assert_array_equal(positives | plain, positives)  # only adds positives
+    logits = np.full((4, 4), -5.0, "float32")
+    logits[2, 0] = logits[0, 2] = 20.0  # the ITC would pick the duplicate every time
+    for _ in range(50):
+        t_idx, t_ok, i_idx, i_ok = (to_numpy(a) for a in model.sample_hard_negatives(logits, positives))
+        assert not positives[np.arange(4), t_idx][t_ok].any()
+        assert not positives.T[np.arange(4), i_idx][i_ok].any()

@@ -21,8 +21,9 @@ _COMMON = {
 # residual branch ~6x weaker against the embeddings than at d = 768, and
 # fused image-text tasks sat at chance for ~1,000 steps. These presets use
 # fan-in scaling (std = d ** -0.5) and mean pooling (masked-prediction
-# pretraining never trains [CLS]); docs/training_health.md has the runs.
-_SMALL_MODEL_TRAINING = {"pooling": "mean"}
+# pretraining never trains [CLS]); fused inputs pool their text rows, as
+# VLMo's fused [T_CLS] is a text row; docs/training_health.md has the runs.
+_SMALL_MODEL_TRAINING = {"pooling": "text_mean"}
 
 BACKBONE_PRESETS = {
     "vlbeit_tiny": {

@@ -12,7 +12,7 @@ from vlbeit_keras.layers.mome_encoder import MoMEEncoder
 from vlbeit_keras.layers.mome_encoder import static_length
 
 POSITION_MODES = ("relative", "absolute")
-POOLING_MODES = ("cls", "mean")
+POOLING_MODES = ("cls", "mean", "text_mean")
 TEXT_MODALITY, IMAGE_MODALITY = 0, 1
 
 
@@ -72,12 +72,16 @@ class VLBEiTBackbone(Backbone):
         num_modality_types: int, rows of the modality-type table (2; NLVR2
             uses 3, the third for the second image).
         layer_norm_epsilon: float, 1e-6 in every block and the final norm.
-        pooling: ``"cls"`` (VLMo: the [T_CLS] / [I_CLS] row, default) or
-            ``"mean"`` (the mean of the real tokens), the vector behind
-            ``pooled_output`` and the ``*_pooled_output`` of the single-modality
-            encodings. Masked-prediction pretraining never trains [CLS], and
-            at small scale its output barely depends on the input, so the
-            small presets use ``"mean"`` (docs/training_health.md).
+        pooling: the vector behind ``pooled_output`` and the
+            ``*_pooled_output`` of the single-modality encodings:
+            ``"cls"`` (VLMo: the [T_CLS] / [I_CLS] row, default),
+            ``"mean"`` (the mean of the real tokens; for image-text input,
+            of the joint sequence) or ``"text_mean"`` (as ``"mean"``, but
+            for image-text input the mean of the real *text* rows only: the
+            mean-pooling analogue of VLMo's fused [T_CLS], itself a text
+            row). Masked-prediction pretraining never trains [CLS], and at
+            small scale its output barely depends on the input, so the small
+            presets use ``"text_mean"`` (docs/training_health.md, E2, E9).
         initializer_range: float, std of the (truncated-)normal initialisation
             of every kernel, embedding and token (0.02 in BEiT / VLMo, tuned
             for d = 768; the small presets use fan-in scaling, d ** -0.5,
@@ -96,8 +100,8 @@ class VLBEiTBackbone(Backbone):
         ``text_sequence_output`` (batch, T, d), ``image_sequence_output``
         (batch, N + 1, d) (both after the final LayerNorm) and
         ``pooled_output`` (batch, d) = tanh(Dense(pooled)), pooled = the
-        [T_CLS] row (``pooling="cls"``) or the mean of the real tokens of the
-        joint sequence (``"mean"``).
+        [T_CLS] row (``pooling="cls"``), the mean of the real tokens of the
+        joint sequence (``"mean"``) or of the real text rows (``"text_mean"``).
 
     Raises:
         ValueError: a configuration field is invalid; the message names the
@@ -279,10 +283,12 @@ class VLBEiTBackbone(Backbone):
         """One vector per input from a final-norm sequence, by ``pooling``.
 
         ``"cls"``: the first row ([T_CLS] for text and image-text inputs,
-        [I_CLS] for images; VLMo ``heads.py``). ``"mean"``: the mean of the
-        rows ``padding_mask`` keeps (every row when it is None), computed in
-        float32 (BEiT ``use_mean_pooling``; docs/training_health.md says why
-        it is the default of the small presets).
+        [I_CLS] for images; VLMo ``heads.py``). ``"mean"`` and
+        ``"text_mean"``: the mean of the rows ``padding_mask`` keeps (every
+        row when it is None), computed in float32 (BEiT
+        ``use_mean_pooling``; docs/training_health.md says why the small
+        presets pool by the mean). The two differ only in which rows
+        :meth:`encode_image_text` passes (:meth:`fused_pooling_rows`).
 
         Args:
             sequence: float (batch, S, d).
@@ -387,7 +393,8 @@ class VLBEiTBackbone(Backbone):
             dict: ``text_sequence_output`` (batch, T, d),
             ``image_sequence_output`` (batch, N + 1, d), ``pooled_output``
             (batch, d) = tanh(Dense(pooled)), pooled by ``pooling`` over
-            the joint sequence (padding excluded).
+            the joint sequence, or its text rows for ``"text_mean"``
+            (padding excluded).
         """
         text_length = static_length(token_ids, 1, "text")
         text = self.embed_text(token_ids)
@@ -404,8 +411,26 @@ class VLBEiTBackbone(Backbone):
         return {
             "text_sequence_output": x[:, :text_length],
             "image_sequence_output": x[:, text_length:],
-            "pooled_output": self.pooler(self.pool_sequence(x, mask)),
+            "pooled_output": self.pooler(
+                self.pool_sequence(*self.fused_pooling_rows(x, mask, text_length))
+            ),
         }
+
+    def fused_pooling_rows(self, sequence, mask, text_length):
+        """The rows of a joint (text, image) sequence that ``pooled_output``
+        pools: all of them, or with ``pooling="text_mean"`` the first
+        ``text_length`` (text) rows.
+
+        Args:
+            sequence: float (batch, T + N + 1, d); mask: bool (batch, T + N + 1);
+            text_length: int T.
+
+        Returns:
+            (sequence, mask) to pass to :meth:`pool_sequence`.
+        """
+        if self.pooling == "text_mean":
+            return sequence[:, :text_length], mask[:, :text_length]
+        return sequence, mask
 
     # ------------------------------------------------------------------
     def get_config(self):

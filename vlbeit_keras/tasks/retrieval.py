@@ -7,14 +7,21 @@ picks the top-k candidates and the fusion encoder re-ranks them (paper Sec.
 - **ITC** (VLMo ``objectives.py`` ``compute_irtr``): the pooled image-only
   and text-only outputs (``image_pooled_output`` / ``text_pooled_output``:
   [I_CLS] / [T_CLS] with the backbone's ``pooling="cls"`` as VLMo, the mean
-  of the tokens with ``"mean"``, the small presets' default; see
+  of the tokens with ``"mean"`` / ``"text_mean"`` (the small presets); see
   docs/training_health.md) through bias-free Dense(d -> d) projections
   (``itc_image_proj`` / ``itc_text_proj``), L2-normalised; logits =
   exp(``logit_scale``) x cosine similarity, ``logit_scale`` learnable,
   initialised to log(1 / 0.07); symmetric softmax cross-entropy over the
   batch. With ``image_ids`` in the inputs, captions of the same image in a
   batch are all positives (targets spread uniformly over them), otherwise
-  the diagonal.
+  the diagonal; with ``text_ids`` / ``caption_ids`` (what
+  :func:`make_dataset` adds) a caption that is word for word one of image
+  i's own captions is a positive of image i as well. Without this,
+  duplicate captions ("one circle", "two dogs playing") are sampled as ITM
+  "hard negatives" of images they describe exactly; on the demo corpus
+  half the rows of a batch hold such a caption, the ITM labels become
+  a coin flip for matching pairs, and the head's best answer is "no match"
+  everywhere (docs/training_health.md, E9).
 - **ITM** (VLMo ``compute_itm_hardneg``): for each pair one hard negative
   text (per image) and one hard negative image (per text) are drawn from
   the softmax of the ITC logits with the positives (diagonal, or same image
@@ -26,7 +33,8 @@ picks the top-k candidates and the fusion encoder re-ranks them (paper Sec.
   (a batch of one, or all others share the image) gets weight 0.
 - **Evaluation**: dual-encoder similarity for all pairs; the fused ITM score
   re-ranks the top-k per query (k configurable, 32 by default; score =
-  ITM positive logit + similarity; candidates outside the top k keep their
+  ITM log-odds + ITC logit, or with ``rerank_score="positive_logit"`` ALBEF's
+  ITM positive logit + cosine; candidates outside the top k keep their
   dual-encoder order below all re-ranked ones); R@1/5/10 for TR and IR with
   ground truth matched by image id (:mod:`vlbeit_keras.metrics.retrieval`).
 
@@ -74,7 +82,10 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
 
     Inputs (dict): ``token_ids`` int32 (B, T), ``padding_mask`` (B, T),
     ``images`` float32 (B, H, W, 3): B matching pairs; optional
-    ``image_ids`` int32 (B,) (pairs sharing an id are all positives).
+    ``image_ids`` int32 (B,) (pairs sharing an id are all positives);
+    optional ``text_ids`` int32 (B,) with ``caption_ids`` int32 (B, K)
+    (a text that is literally a caption of image i is a positive of image
+    i; :meth:`positive_mask`).
 
     Returns (dict): ``image_embeddings`` / ``text_embeddings`` float32
     (B, d), L2-normalised; ``logits_per_image`` float32 (B, B) (row =
@@ -175,13 +186,37 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
 
     # --- hard negatives -------------------------------------------------
     @staticmethod
-    def positive_mask(batch_size, image_ids=None):
-        """bool (B, B): True where image i and text j form a positive pair."""
+    def positive_mask(batch_size, image_ids=None, text_ids=None, caption_ids=None):
+        """bool (B, B): True where image i and text j form a positive pair.
+
+        Args:
+            batch_size: B.
+            image_ids: optional int (B,): pairs of one image are positives
+                (without it, the diagonal only).
+            text_ids: optional int (B,): id of each record's normalised
+                caption text (:func:`text_ids_and_captions`).
+            caption_ids: optional int (B, K): ids of *all* captions of each
+                record's image in the training set, padded with -1. With
+                ``text_ids``, text j is also a positive of image i when it
+                is literally one of image i's captions (a duplicate caption
+                of another image): such a pair is a match by the dataset's
+                own annotation and must be neither a contrastive negative
+                nor an ITM negative (docs/training_health.md, E9).
+        """
         if image_ids is None:
             index = ops.arange(batch_size)
-            return ops.equal(index[:, None], index[None, :])
-        ids = ops.cast(image_ids, "int32")
-        return ops.equal(ids[:, None], ids[None, :])
+            mask = ops.equal(index[:, None], index[None, :])
+        else:
+            ids = ops.cast(image_ids, "int32")
+            mask = ops.equal(ids[:, None], ids[None, :])
+        if text_ids is not None and caption_ids is not None:
+            text_ids = ops.cast(text_ids, "int32")
+            caption_ids = ops.cast(caption_ids, "int32")
+            same_text = ops.any(
+                ops.equal(caption_ids[:, None, :], text_ids[None, :, None]), axis=-1
+            )
+            mask = ops.logical_or(mask, same_text)
+        return mask
 
     def sample_hard_negatives(self, logits_per_image, positives):
         """Draw one negative text per image and one negative image per text.
@@ -228,7 +263,9 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
         if not self.use_itm:
             return outputs
         batch_size = ops.shape(token_ids)[0]
-        positives = self.positive_mask(batch_size, inputs.get("image_ids"))
+        positives = self.positive_mask(
+            batch_size, inputs.get("image_ids"), inputs.get("text_ids"), inputs.get("caption_ids")
+        )
         text_index, text_valid, image_index, image_valid = self.sample_hard_negatives(
             logits, positives
         )
@@ -261,8 +298,13 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
         """
         logits = ops.cast(y_pred["logits_per_image"], "float32")
         batch_size = ops.shape(logits)[0]
-        image_ids = x.get("image_ids") if isinstance(x, dict) else None
-        positives = ops.cast(self.positive_mask(batch_size, image_ids), "float32")
+        x = x if isinstance(x, dict) else {}
+        positives = ops.cast(
+            self.positive_mask(
+                batch_size, x.get("image_ids"), x.get("text_ids"), x.get("caption_ids")
+            ),
+            "float32",
+        )
         targets = positives / ops.sum(positives, axis=1, keepdims=True)
         targets_t = ops.transpose(positives) / ops.sum(positives, axis=0)[:, None]
         i2t = keras.losses.categorical_crossentropy(targets, logits, from_logits=True)
@@ -322,30 +364,72 @@ def dense_image_ids(image_ids):
     return np.array([mapping.setdefault(i, len(mapping)) for i in image_ids], dtype=np.int32)
 
 
+def normalize_caption(text):
+    """Caption key for duplicate detection: lower case, single spaces."""
+    return " ".join(str(text).lower().split())
+
+
+def text_ids_and_captions(texts, image_ids):
+    """Dense caption-text ids and, per record, the ids of its image's captions.
+
+    Args:
+        texts: N caption strings.
+        image_ids: N image ids (any hashable), aligned with ``texts``.
+
+    Returns:
+        (text_ids int32 (N,), caption_ids int32 (N, K)): ``text_ids[n]`` is
+        the id of ``normalize_caption(texts[n])`` (equal strings, equal id);
+        ``caption_ids[n]`` lists the distinct ids of every caption of
+        ``image_ids[n]``, padded with -1 to K = the most distinct captions
+        any image has.
+    """
+    mapping = {}
+    text_ids = np.array(
+        [mapping.setdefault(normalize_caption(t), len(mapping)) for t in texts], dtype=np.int32
+    )
+    per_image = {}
+    for image_id, text_id in zip(image_ids, text_ids.tolist()):
+        ids = per_image.setdefault(image_id, [])
+        if text_id not in ids:
+            ids.append(text_id)
+    width = max((len(v) for v in per_image.values()), default=1)
+    caption_ids = np.full((len(text_ids), width), -1, dtype=np.int32)
+    for n, image_id in enumerate(image_ids):
+        ids = per_image[image_id]
+        caption_ids[n, :len(ids)] = ids
+    return text_ids, caption_ids
+
+
 def make_dataset(records, *, tokenizer, image_config, text_length, batch_size, training=False,
                  seed=0, start_step=0, report=None, source=None, **unused):
     """Records (``image``, ``text``, ``image_id``) -> batches of x (no y).
 
-    ``x`` holds ``token_ids``, ``padding_mask``, ``images`` and ``image_ids``
-    (int32, ids mapped densely), so captions of one image in a batch are
-    all positives. Training batches are full (hard negatives need B >= 2).
-    Common arguments: see :mod:`vlbeit_keras.tasks.data`.
+    ``x`` holds ``token_ids``, ``padding_mask``, ``images``, ``image_ids``
+    (int32 (B,), ids mapped densely), so captions of one image in a batch
+    are all positives, and ``text_ids`` int32 (B,) / ``caption_ids`` int32
+    (B, K) (:func:`text_ids_and_captions`), so a caption that is literally
+    one of another image's captions is a positive of that image too
+    (:meth:`VLBEiTRetrieval.positive_mask`). Training batches are full
+    (hard negatives need B >= 2). Common arguments: see
+    :mod:`vlbeit_keras.tasks.data`.
     """
     import tensorflow as tf
 
     records = task_data.require(records, source)
     task_data.check_text(records, source)
-    ids = dense_image_ids(
-        [task_data.field(r, "image_id", i, source) for i, r in enumerate(records)]
-    )
+    raw_ids = [task_data.field(r, "image_id", i, source) for i, r in enumerate(records)]
+    ids = dense_image_ids(raw_ids)
+    text_ids, caption_ids = text_ids_and_captions([r["text"] for r in records], raw_ids)
+    packed = np.concatenate([ids[:, None], text_ids[:, None], caption_ids], axis=1)
     ds = task_data.image_text_dataset(
         records, tokenizer=tokenizer, image_config=image_config, text_length=text_length,
-        batch_size=batch_size, labels=ids, training=training, seed=seed,
+        batch_size=batch_size, labels=packed, training=training, seed=seed,
         start_step=start_step, report=report, image_key="image",
     )
 
-    def merge(x, image_ids):
-        return {**x, "image_ids": image_ids}
+    def merge(x, packed):
+        return {**x, "image_ids": packed[:, 0], "text_ids": packed[:, 1],
+                "caption_ids": packed[:, 2:]}
 
     return ds.map(merge, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -404,7 +488,8 @@ def rerank(similarity, itm_positive, pairs_rows, pairs_cols):
 
     Args:
         similarity: float64 (Q, G) dual-encoder scores (query rows).
-        itm_positive: float (P,) ITM positive logits of the re-ranked pairs.
+        itm_positive: float (P,) ITM scores of the re-ranked pairs (the
+            positive logit or the log-odds; :func:`evaluate`).
         pairs_rows, pairs_cols: int (P,) the (query, candidate) of each pair.
 
     Returns:
@@ -426,8 +511,11 @@ def rerank(similarity, itm_positive, pairs_rows, pairs_cols):
     return out
 
 
+RERANK_SCORES = ("log_odds", "positive_logit")
+
+
 def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k=32,
-             report=None, source=None, **config):
+             rerank_score="log_odds", report=None, source=None, **config):
     """Retrieval recall with dual-encoder ranking and ITM re-ranking.
 
     Images are de-duplicated by ``image_id`` (first occurrence); every
@@ -436,12 +524,23 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k
     Args:
         rerank_k: candidates re-ranked by ITM per query (0 or a model
             without ITM: dual encoder only).
+        rerank_score: score of a re-ranked pair. ``"log_odds"`` (default):
+            the ITM log-odds (logit 1 - logit 0) plus the ITC logit
+            (exp(``logit_scale``) x cosine), two log-likelihood ratios in
+            nats; ``"positive_logit"``: the ITM positive logit plus the
+            cosine (ALBEF / BLIP ``evaluation``). Measured in
+            docs/training_health.md, E6.
         Other arguments: see :mod:`vlbeit_keras.tasks.data`.
 
     Returns:
         (metrics, predictions): ``metrics`` = ``tr_r1/5/10``, ``ir_r1/5/10``,
         their means and ``r_mean`` for the final ranking, the same prefixed
-        ``itc_`` for the dual encoder alone, ``num_images``, ``num_texts``;
+        ``itc_`` for the dual encoder alone, all of them again prefixed
+        ``dedup_`` with duplicate captions merged (a text identical, after
+        :func:`normalize_caption`, to one of an image's captions counts as
+        that image's own: ``retrieval_recall(text_keys=...)``; equal to the
+        standard numbers when no caption repeats), ``num_images``,
+        ``num_texts``;
         ``predictions`` = ``{"image_ids": [...], "text_image_ids": [...],
         "i2t": top-10 text indices per image, "t2i": top-10 image ids per text}``.
     """
@@ -474,9 +573,14 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k
     text_emb = _predict_fixed(fns["text"], [tokens, masks], batch_size).astype(np.float64)
     similarity = image_emb @ text_emb.T  # (n_images, n_texts)
 
+    keys = [normalize_caption(r["text"]) for r in records]
     metrics = {f"itc_{k}": v for k, v in retrieval_recall(similarity, unique_ids, ids).items()}
+    metrics.update({f"dedup_itc_{k}": v for k, v in retrieval_recall(
+        similarity, unique_ids, ids, text_keys=keys).items()})
     i2t_scores, t2i_scores = similarity, similarity.T
     k = int(rerank_k or 0)
+    if rerank_score not in RERANK_SCORES:
+        raise ValueError(f"`rerank_score` must be one of {RERANK_SCORES}; got {rerank_score!r}.")
     if k > 0 and model.use_itm:
         tr_top = _top_k(similarity, min(k, similarity.shape[1]))  # texts per image
         ir_top = _top_k(similarity.T, min(k, similarity.shape[0]))  # images per text
@@ -493,11 +597,18 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k
             fns["itm"], [tokens[pairs[:, 1]], masks[pairs[:, 1]], image_array[pairs[:, 0]]],
             batch_size,
         ).astype(np.float64)
-        positive = logits[:, 1]
+        if rerank_score == "log_odds":
+            itm = logits[:, 1] - logits[:, 0]
+            base = similarity * float(np.exp(np.asarray(
+                keras.ops.convert_to_numpy(model.logit_scale), dtype=np.float64)))
+        else:
+            itm, base = logits[:, 1], similarity
         n_tr = len(tr_rows)
-        i2t_scores = rerank(similarity, positive[inverse[:n_tr]], tr_rows, tr_cols)
-        t2i_scores = rerank(similarity.T, positive[inverse[n_tr:]], ir_rows, ir_cols)
+        i2t_scores = rerank(base, itm[inverse[:n_tr]], tr_rows, tr_cols)
+        t2i_scores = rerank(base.T, itm[inverse[n_tr:]], ir_rows, ir_cols)
     metrics.update(retrieval_recall(i2t_scores, unique_ids, ids, t2i_scores=t2i_scores))
+    metrics.update({f"dedup_{k}": v for k, v in retrieval_recall(
+        i2t_scores, unique_ids, ids, t2i_scores=t2i_scores, text_keys=keys).items()})
     metrics["num_images"] = len(unique_ids)
     metrics["num_texts"] = len(records)
     predictions = {
@@ -510,38 +621,50 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k
     return metrics, predictions
 
 
-def chance_recall(image_ids, text_image_ids, ks=(1, 5, 10)):
+def chance_recall(image_ids, text_image_ids, ks=(1, 5, 10), text_keys=None):
     """Expected recall of a random ranking (the retrieval "chance" baseline).
 
     Exact expectations, not a simulation: text retrieval for an image with
-    c of the T captions is a hit at K with probability
-    ``1 - C(T - c, K) / C(T, K)``; image retrieval for a caption is a hit
-    with probability ``min(K, N) / N`` over N gallery images.
+    c correct texts among T is a hit at K with probability
+    ``1 - C(T - c, K) / C(T, K)``; image retrieval for a caption with m
+    correct images among N with probability ``1 - C(N - m, K) / C(N, K)``
+    (c = the image's captions and m = 1, or with ``text_keys`` the counts
+    after merging duplicate captions as ``retrieval_recall`` does).
 
     Args:
         image_ids: gallery image ids (distinct).
         text_image_ids: the image id of every caption.
         ks: recall cut-offs.
+        text_keys: optional key of every caption (duplicates merged).
 
     Returns:
         dict with the keys of :func:`vlbeit_keras.metrics.retrieval.retrieval_recall`
         (``tr_r1`` ... ``ir_r10``, ``tr_mean``, ``ir_mean``, ``r_mean``).
     """
-    import collections
-
-    counts = collections.Counter(text_image_ids)
+    image_ids, text_image_ids = list(image_ids), list(text_image_ids)
+    keys = list(text_keys) if text_keys is not None else list(range(len(text_image_ids)))
+    images_of_key, keys_of_image = {}, {}
+    for image, key in zip(text_image_ids, keys):
+        images_of_key.setdefault(key, set()).add(image)
+        keys_of_image.setdefault(image, set()).add(key)
+    texts_of_key = {}
+    for key in keys:
+        texts_of_key[key] = texts_of_key.get(key, 0) + 1
     n_images, n_texts = len(image_ids), len(text_image_ids)
+
+    def hit(total, correct, k):
+        miss = 1.0
+        for j in range(min(k, total)):
+            miss *= max(total - correct - j, 0) / (total - j)
+        return 1.0 - miss
+
     out = {}
     for k in ks:
-        hits = []
-        for image in image_ids:
-            c, miss = counts.get(image, 0), 1.0
-            for j in range(min(k, n_texts)):
-                miss *= max(n_texts - c - j, 0) / (n_texts - j)
-            hits.append(1.0 - miss)
-        out[f"tr_r{k}"] = float(np.mean(hits))
+        out[f"tr_r{k}"] = float(np.mean([
+            hit(n_texts, sum(texts_of_key[q] for q in keys_of_image.get(image, ())), k)
+            for image in image_ids]))
     for k in ks:
-        out[f"ir_r{k}"] = min(k, n_images) / n_images
+        out[f"ir_r{k}"] = float(np.mean([hit(n_images, len(images_of_key[q]), k) for q in keys]))
     out["tr_mean"] = float(np.mean([out[f"tr_r{k}"] for k in ks]))
     out["ir_mean"] = float(np.mean([out[f"ir_r{k}"] for k in ks]))
     out["r_mean"] = (out["tr_mean"] + out["ir_mean"]) / 2
@@ -551,12 +674,17 @@ def chance_recall(image_ids, text_image_ids, ks=(1, 5, 10)):
 def baseline(train_records, eval_records, **config):
     """Chance: the expected recall of a random ranking of the evaluation
     gallery (:func:`chance_recall`), under the keys of :func:`evaluate`
-    (also ``itc_``-prefixed); ``train_records`` are not used."""
+    (also ``itc_``-, ``dedup_``- and ``dedup_itc_``-prefixed);
+    ``train_records`` are not used."""
     eval_records = task_data.require(eval_records, "evaluation records")
     ids = [task_data.field(r, "image_id", i) for i, r in enumerate(eval_records)]
     unique_ids, _ = unique_images(ids)
     chance = chance_recall(list(unique_ids), ids)
+    dedup = chance_recall(list(unique_ids), ids,
+                          text_keys=[normalize_caption(r["text"]) for r in eval_records])
     return {**{f"itc_{k}": v for k, v in chance.items()}, **chance,
+            **{f"dedup_itc_{k}": v for k, v in dedup.items()},
+            **{f"dedup_{k}": v for k, v in dedup.items()},
             "num_images": len(unique_ids), "num_texts": len(ids)}
 
 
@@ -596,12 +724,13 @@ TASK = TaskSpec(
     record_keys=("image", "text", "image_id"),
     metric_names=tuple(
         f"{prefix}{key}"
-        for prefix in ("", "itc_")
+        for prefix in ("", "itc_", "dedup_", "dedup_itc_")
         for key in ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10",
                     "tr_mean", "ir_mean", "r_mean")
     ) + ("num_images", "num_texts"),
     default_config={"image_size": None, "use_itm": True, "negative_sampling_seed": None,
-                    "rerank_k": 32, "resize_method": DEFAULT_RESIZE_METHOD},
+                    "rerank_k": 32, "rerank_score": "log_odds",
+                    "resize_method": DEFAULT_RESIZE_METHOD},
     example=example,
     baseline=baseline,
 )
