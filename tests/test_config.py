@@ -26,10 +26,18 @@ def test_overrides_parse_and_coerce():
     ("seed=abc", "type str"),
     ("smoke=1", "true/false"),
     ("seed", "field=value"),
+    ("objectives=[mlm, mim", "neither a Python nor a JSON literal"),
 ])
 def test_bad_overrides(override, match):
     with pytest.raises(ValueError, match=match):
         apply_overrides(make(), [override])
+
+
+def test_json_literals_are_values_not_strings():
+    c = apply_overrides(make(), ['optimizer.clip={"a": true, "b": null}', "objectives=[true, false]"])
+    assert c.optimizer.clip == {"a": True, "b": None}
+    assert c.objectives == (True, False)  # not ("[true", "false]")
+    assert apply_overrides(make(), ["objectives=[mlm, mvlm]"]).objectives == ("mlm", "mvlm")
 
 
 def test_load_config_file(tmp_path):

@@ -58,7 +58,21 @@ def _parse_value(text):
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        pass
+    stripped = text.strip()
+    if stripped[:1] in "[{":
+        # JSON literals ([true, null], {"a": false}); a bracketed value that
+        # is neither Python nor JSON is a mistake, not a string.
+        try:
+            return json.loads(stripped)
+        except ValueError as e:
+            if stripped.startswith("[") and stripped.endswith("]"):  # [mlm, mvlm]: bare words
+                return [_parse_value(item.strip()) for item in stripped[1:-1].split(",") if item.strip()]
+            raise ValueError(
+                f"Override value {text!r} starts like a list or dict but is neither a Python "
+                f"nor a JSON literal ({e})."
+            ) from None
+    return text
 
 
 def _coerce(value, default, key):
@@ -85,8 +99,9 @@ def _coerce(value, default, key):
 def apply_overrides(config, overrides):
     """Apply ``["a.b=value", ...]`` to ``config`` in place and return it.
 
-    Values are Python literals (``3``, ``1e-4``, ``(8, 8)``, ``"x"``) or bare
-    strings; ``true``/``false``/``none`` are understood. A value must have
+    Values are Python or JSON literals (``3``, ``1e-4``, ``(8, 8)``, ``"x"``,
+    ``[true, null]``) or bare strings; ``true``/``false``/``none`` are
+    understood. A value must have
     the default's type (ints are accepted for floats; comma-separated strings
     for tuples); a field whose default is None takes anything.
 

@@ -26,7 +26,6 @@ included) from a config (``recipes/configs/finetune.py``, docs/finetuning.md):
 """
 
 import json
-import math
 import os
 import pathlib
 import time
@@ -41,6 +40,7 @@ from vlbeit_keras.training.callbacks import StepLogger
 from vlbeit_keras.training.callbacks import StopAfterSteps
 from vlbeit_keras.training.callbacks import completed_epochs
 from vlbeit_keras.training.health import monitor_from_config
+from vlbeit_keras.training.schedule import plan_epochs
 
 MODEL_FILE = "model.keras"
 VOCABULARY_FILE = "vocab.txt"
@@ -465,6 +465,7 @@ def run_finetuning(config):
     ``metrics.json`` (evaluation + baseline) and ``summary.json``.
     """
     start = time.time()
+    epochs, steps_per_epoch = plan_epochs(config.schedule)
     spec = vlbeit_keras.get_registry("heads").get(config.task)
     workdir = pathlib.Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -497,8 +498,6 @@ def run_finetuning(config):
         json.dump(resolved, f, indent=2, default=str)
 
     sched = config.schedule
-    steps_per_epoch = int(sched.checkpoint_every)
-    epochs = int(math.ceil(int(sched.total_steps) / steps_per_epoch))
     total_steps = epochs * steps_per_epoch
     model.compile(optimizer=build_optimizer(model, config.optimizer, total_steps))
 

@@ -22,7 +22,6 @@ so no step is repeated or lost relative to the last checkpoint.
 """
 
 import json
-import math
 import pathlib
 import time
 import warnings
@@ -35,6 +34,7 @@ from vlbeit_keras.training.callbacks import StepLogger
 from vlbeit_keras.training.callbacks import StopAfterSteps
 from vlbeit_keras.training.callbacks import completed_epochs
 from vlbeit_keras.training.health import monitor_from_config
+from vlbeit_keras.training.schedule import plan_epochs
 
 STREAMS = ("text", "image", "image_text")
 
@@ -188,6 +188,27 @@ def build_backbone(config, vocabulary_size):
     return vlbeit_keras.VLBEiTBackbone.from_preset(config.preset, load_weights=False, **overrides)
 
 
+def preset_config(preset):
+    """Constructor kwargs of a built-in preset name or a preset directory.
+
+    Raises:
+        ValueError: ``preset`` is neither (the message names
+            ``model.preset`` and lists the built-in presets).
+    """
+    from vlbeit_keras.models.presets import BACKBONE_PRESETS
+
+    if preset in BACKBONE_PRESETS:
+        return dict(BACKBONE_PRESETS[preset]["config"])
+    path = pathlib.Path(str(preset)) / "config.json"
+    if not path.is_file():
+        raise ValueError(
+            f"model.preset={preset!r} is neither a built-in preset "
+            f"({', '.join(BACKBONE_PRESETS)}) nor a preset directory with a config.json."
+        )
+    with open(path) as f:
+        return dict(json.load(f)["config"])
+
+
 def backbone_config(config, vocabulary_size):
     """The backbone's constructor kwargs for ``config.model`` without building it.
 
@@ -195,13 +216,7 @@ def backbone_config(config, vocabulary_size):
     overrides; used to size the model-parallel layout before any variable
     exists (Keras places variables when they are created).
     """
-    from vlbeit_keras.models.presets import BACKBONE_PRESETS
-
-    if config.preset in BACKBONE_PRESETS:
-        base = dict(BACKBONE_PRESETS[config.preset]["config"])
-    else:
-        with open(pathlib.Path(config.preset) / "config.json") as f:
-            base = dict(json.load(f)["config"])
+    base = preset_config(config.preset)
     base.update(dict(config.overrides))
     if "vocabulary_size" not in dict(config.overrides):
         base["vocabulary_size"] = int(vocabulary_size)
@@ -263,6 +278,8 @@ def _run_pretraining(config):
     from vlbeit_keras.distribution import initialize_multi_host
 
     start = time.time()
+    epochs, steps_per_epoch = plan_epochs(config.schedule)
+    preset_config(config.model.preset)  # a misspelt preset fails before any work
     dist_config = dict(config.get("distribution") or {})
     process_index = 0
     if (dist_config.get("kind") or "none") != "none":
@@ -315,8 +332,6 @@ def _run_pretraining(config):
         backbone, objectives=list(config.objectives), visual_tokenizer=visual_tokenizer
     )
     sched = config.schedule
-    steps_per_epoch = int(sched.checkpoint_every)
-    epochs = int(math.ceil(int(sched.total_steps) / steps_per_epoch))
     total_steps = epochs * steps_per_epoch
     opt = config.optimizer
     # Linear lr scaling with the per-step batch (MODEL_SPEC §6.4: 1e-3 at 6144).
