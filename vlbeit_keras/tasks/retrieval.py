@@ -42,6 +42,7 @@ Single host only: the batch is not gathered across devices (VLMo gathers
 negatives from all GPUs).
 """
 
+import collections
 import math
 
 import keras
@@ -218,6 +219,13 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
             mask = ops.logical_or(mask, same_text)
         return mask
 
+    def batch_positive_mask(self, inputs, batch_size):
+        """:meth:`positive_mask` from the optional ``image_ids`` /
+        ``text_ids`` / ``caption_ids`` of an input dict (bool (B, B))."""
+        return self.positive_mask(
+            batch_size, inputs.get("image_ids"), inputs.get("text_ids"), inputs.get("caption_ids")
+        )
+
     def sample_hard_negatives(self, logits_per_image, positives):
         """Draw one negative text per image and one negative image per text.
 
@@ -263,9 +271,7 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
         if not self.use_itm:
             return outputs
         batch_size = ops.shape(token_ids)[0]
-        positives = self.positive_mask(
-            batch_size, inputs.get("image_ids"), inputs.get("text_ids"), inputs.get("caption_ids")
-        )
+        positives = self.batch_positive_mask(inputs, batch_size)
         text_index, text_valid, image_index, image_valid = self.sample_hard_negatives(
             logits, positives
         )
@@ -298,12 +304,8 @@ class VLBEiTRetrieval(VLBEiTTaskModel):
         """
         logits = ops.cast(y_pred["logits_per_image"], "float32")
         batch_size = ops.shape(logits)[0]
-        x = x if isinstance(x, dict) else {}
         positives = ops.cast(
-            self.positive_mask(
-                batch_size, x.get("image_ids"), x.get("text_ids"), x.get("caption_ids")
-            ),
-            "float32",
+            self.batch_positive_mask(x if isinstance(x, dict) else {}, batch_size), "float32"
         )
         targets = positives / ops.sum(positives, axis=1, keepdims=True)
         targets_t = ops.transpose(positives) / ops.sum(positives, axis=0)[:, None]
@@ -599,8 +601,7 @@ def evaluate(model, records, *, tokenizer, image_config, batch_size=32, rerank_k
         ).astype(np.float64)
         if rerank_score == "log_odds":
             itm = logits[:, 1] - logits[:, 0]
-            base = similarity * float(np.exp(np.asarray(
-                keras.ops.convert_to_numpy(model.logit_scale), dtype=np.float64)))
+            base = similarity * float(np.exp(ops.convert_to_numpy(model.logit_scale)))
         else:
             itm, base = logits[:, 1], similarity
         n_tr = len(tr_rows)
@@ -647,9 +648,7 @@ def chance_recall(image_ids, text_image_ids, ks=(1, 5, 10), text_keys=None):
     for image, key in zip(text_image_ids, keys):
         images_of_key.setdefault(key, set()).add(image)
         keys_of_image.setdefault(image, set()).add(key)
-    texts_of_key = {}
-    for key in keys:
-        texts_of_key[key] = texts_of_key.get(key, 0) + 1
+    texts_of_key = collections.Counter(keys)
     n_images, n_texts = len(image_ids), len(text_image_ids)
 
     def hit(total, correct, k):
